@@ -1,0 +1,277 @@
+"""The durable record: an append-only JSON Lines file, one object per probe result (or verdict).
+
+It is the single source of truth: fits, diagnoses, reports and the CLI all read it. Each append is
+flushed and fsynced so a crash loses at most the record being written, and a reader tolerates a
+half-written last line (the file may be read while a run is still writing it).
+
+A probe record (``kind == "probe"``; records without ``kind`` are probe records of schema 0)::
+
+    {"schema": 1, "kind": "probe", "run_id": "...", "time": 1732530000.0, "step": 600,
+     "tokens": 1228800, "params": {"non_embedding": 400000, "total": 700000},
+     "task": "en-fr", "finetune_size": {"examples": 50, "tokens": 812}, "pretrained": true,
+     "status": "ok", "error": null,
+     "metrics": {"bleu": 18.4, "chrf": 44.1, "cross_entropy": 2.31},
+     "metrics_ci": {"bleu": [16.0, 20.9], ...},
+     "metric_signatures": {"bleu": "nrefs:1|case:mixed|...", ...},
+     "finetune": {"steps": 60, "learning_rate": 0.001, "batch_size": 32, "seed": 0, "seconds": 4.1},
+     "seconds": 6.3, "repeat": 0}
+
+Unknown fields are kept on read and never dropped by the helpers here.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+HISTORY_FILENAME = "history.jsonl"
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HISTORY_FILENAME",
+    "HistoryWriter",
+    "read_history",
+    "probe_records",
+    "group_key",
+    "aggregate",
+    "load_table",
+    "iter_new_records",
+]
+
+
+class HistoryWriter:
+    """Append records to a JSON Lines file, one fsynced line per record.
+
+    Safe to use from several threads of one process; several processes may append to the same file
+    because each record is written with a single ``write`` on a file opened in append mode.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def append(self, record: Mapping[str, Any]) -> dict:
+        rec = dict(record)
+        rec.setdefault("schema", SCHEMA_VERSION)
+        rec.setdefault("kind", "probe")
+        rec.setdefault("time", time.time())
+        line = json.dumps(rec, default=_json_default, allow_nan=True) + "\n"
+        data = line.encode("utf-8")
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return rec
+
+    def extend(self, records: Iterable[Mapping[str, Any]]) -> list[dict]:
+        return [self.append(r) for r in records]
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, paths: written as plain JSON values.
+    if hasattr(obj, "item") and callable(obj.item):
+        try:
+            return obj.item()
+        except (ValueError, TypeError):
+            pass
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to the history: {obj!r}")
+
+
+def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
+    """Read every record of a history file.
+
+    A truncated last line (a writer died mid-record, or is writing now) is skipped. Any other line
+    that is not valid JSON raises ``ValueError`` naming the file and line number, unless
+    ``strict=False`` and it is the last line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"history file not found: {path}")
+    records: list[dict] = []
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for i, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            is_last = i == len(lines) and not line.endswith("\n")
+            if is_last and not strict:
+                continue
+            raise ValueError(f"{path}:{i}: not a JSON object ({err.msg}); is this a history file?") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
+        obj.setdefault("schema", 0)
+        obj.setdefault("kind", "probe")
+        records.append(obj)
+    return records
+
+
+def probe_records(records: Iterable[Mapping[str, Any]], *, ok_only: bool = True) -> list[dict]:
+    """The probe results among ``records`` (verdict records and, by default, failed probes dropped)."""
+    out = []
+    for r in records:
+        if r.get("kind", "probe") != "probe":
+            continue
+        if ok_only and r.get("status", "ok") != "ok":
+            continue
+        out.append(dict(r))
+    return out
+
+
+def _finetune_examples(record: Mapping[str, Any]) -> Any:
+    fs = record.get("finetune_size")
+    if isinstance(fs, Mapping):
+        return fs.get("examples")
+    return fs
+
+
+def group_key(record: Mapping[str, Any]) -> tuple[str, Any]:
+    """The (task, D_f examples) group a record belongs to; a verdict is given per group."""
+    return (str(record.get("task")), _finetune_examples(record))
+
+
+def aggregate(records: Iterable[Mapping[str, Any]], metrics: Iterable[str] | None = None) -> list[dict]:
+    """Collapse the repeats of each (run, tokens, task, D_f, pretrained) point into one point.
+
+    Returns dicts sorted by (pretrained, tokens) with ``tokens``, ``task``, ``finetune_size``,
+    ``pretrained``, ``run_id``, ``n`` (repeats), ``mean`` and ``sem`` (dicts per metric) and
+    ``values`` (the per-repeat values). The standard error of a single repeat comes from its
+    bootstrap interval when recorded (90% interval half-width / 1.645), else it is ``nan``.
+    """
+    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in probe_records(records):
+        key = (
+            r.get("run_id"),
+            float(r.get("tokens") or 0.0),
+            str(r.get("task")),
+            _finetune_examples(r),
+            bool(r.get("pretrained", True)),
+        )
+        groups[key].append(r)
+    out = []
+    for (run_id, tokens, task, df, pretrained), recs in groups.items():
+        names = set(metrics) if metrics is not None else {m for r in recs for m in (r.get("metrics") or {})}
+        mean, sem, values = {}, {}, {}
+        for m in sorted(names):
+            vals = [float(r["metrics"][m]) for r in recs if _finite((r.get("metrics") or {}).get(m))]
+            if not vals:
+                continue
+            values[m] = vals
+            mu = sum(vals) / len(vals)
+            mean[m] = mu
+            if len(vals) > 1:
+                var = sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)
+                sem[m] = math.sqrt(var / len(vals))
+            else:
+                ci = (recs[0].get("metrics_ci") or {}).get(m)
+                sem[m] = (float(ci[1]) - float(ci[0])) / (2 * 1.645) if ci and len(ci) == 2 else float("nan")
+        out.append(
+            {
+                "run_id": run_id,
+                "tokens": tokens,
+                "task": task,
+                "finetune_size": df,
+                "pretrained": pretrained,
+                "step": max((r.get("step") or 0) for r in recs),
+                "n": len(recs),
+                "mean": mean,
+                "sem": sem,
+                "values": values,
+            }
+        )
+    out.sort(key=lambda p: (p["pretrained"], p["tokens"]))
+    return out
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def load_table(path: str | os.PathLike) -> list[dict]:
+    """Read any CSV / TSV / JSON Lines / JSON-array file into a list of row dicts.
+
+    Used by the CLI so ``fit`` and ``diagnose`` work on files that are not history files. Numbers in
+    CSV cells are converted to float where they parse.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a history file (history.jsonl) or a CSV / JSON Lines file")
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".ndjson", ".json"}:
+        text = path.read_text(encoding="utf-8").lstrip()
+        if text.startswith("["):
+            rows = json.loads(text)
+            if not all(isinstance(r, dict) for r in rows):
+                raise ValueError(f"{path}: a JSON array must hold objects, one per row")
+            return rows
+        return read_history(path)
+    if suffix in {".csv", ".tsv", ".txt"}:
+        delimiter = "\t" if suffix == ".tsv" else ","
+        with open(path, newline="", encoding="utf-8") as fh:
+            sample = fh.read(4096)
+            fh.seek(0)
+            if suffix == ".txt":
+                delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            if not reader.fieldnames:
+                raise ValueError(f"{path}: empty file, expected a header row")
+            return [{k: _maybe_float(v) for k, v in row.items()} for row in reader]
+    raise ValueError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .csv or .tsv")
+
+
+def _maybe_float(v: Any) -> Any:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def iter_new_records(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
+    """Records appended to ``path`` after byte ``offset``, and the new offset (complete lines only).
+
+    Lets the callback pick up results written by a worker process without re-reading the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        return [], offset
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    out = []
+    for line in data[: end + 1].splitlines():
+        if line.strip():
+            obj = json.loads(line)
+            obj.setdefault("schema", 0)
+            obj.setdefault("kind", "probe")
+            out.append(obj)
+    return out, offset + end + 1
