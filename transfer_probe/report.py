@@ -1,0 +1,283 @@
+"""A self-contained HTML report: plots (embedded PNG) and tables per run, task and D_f.
+
+    from transfer_probe.report import write_report
+    write_report(["run/transfer_probe/history.jsonl"], "report.html", budget_tokens=2e10, target=25)
+
+It reads history files only (the single source of truth) and recomputes fits and verdicts with
+``transfer_probe.laws`` and ``transfer_probe.diagnose``, so a report always agrees with the CLI.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfer_probe.history import aggregate, group_key, probe_records, read_history
+
+__all__ = ["write_report", "render_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#1b1f24;line-height:1.45;padding:0 1rem}
+h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.25rem;margin-top:2.2rem;border-bottom:1px solid #ddd}
+h3{font-size:1.05rem;margin:1.2rem 0 .4rem}
+.meta{color:#57606a;font-size:.9rem}
+.status{display:inline-block;padding:.1rem .55rem;border-radius:1rem;font-weight:600;font-size:.85rem}
+.s-aligned{background:#dafbe1;color:#116329}.s-misaligned,.s-law_break{background:#ffebe9;color:#a40e26}
+.s-no_transfer{background:#fff8c5;color:#7d4e00}.s-insufficient_data{background:#eaeef2;color:#424a53}
+.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots img{max-width:520px;width:100%;border:1px solid #eee}
+table{border-collapse:collapse;font-size:.85rem;margin:.4rem 0 1rem}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right}th{background:#f6f8fa}
+td.l,th.l{text-align:left}
+pre.log{background:#f6f8fa;padding:.6rem;font-size:.8rem;white-space:pre-wrap;border-radius:6px}
+ul.reasons{margin:.3rem 0}
+"""
+
+
+def write_report(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    *,
+    budget_tokens: float | None = None,
+    target: float | None = None,
+    title: str = "transfer_probe report",
+) -> Path:
+    """Read history files, write one self-contained HTML file, return its path."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    sources = []
+    for p in paths:
+        p = Path(p)
+        sources.append((p, read_history(p)))
+    page = render_report(sources, budget_tokens=budget_tokens, target=target, title=title)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(page, encoding="utf-8")
+    return output
+
+
+def render_report(
+    sources: Iterable[tuple[Path, list[dict]]],
+    *,
+    budget_tokens: float | None = None,
+    target: float | None = None,
+    title: str = "transfer_probe report",
+) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display here; the report embeds PNGs
+    parts = [f"<h1>{_e(title)}</h1>",
+             f"<p class='meta'>written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}"
+             + (f" &middot; budget {budget_tokens:.3g} tokens" if budget_tokens else "")
+             + (f" &middot; target BLEU {target:g}" if target is not None else "") + "</p>"]
+    summary_rows = []
+    sections = []
+    for path, records in sources:
+        runs: dict[str, list[dict]] = {}
+        for r in records:
+            runs.setdefault(str(r.get("run_id") or path.parent.name or path.stem), []).append(r)
+        for run_id, recs in runs.items():
+            probes = probe_records(recs, ok_only=False)
+            groups: dict[tuple, list[dict]] = {}
+            for r in probes:
+                if r.get("pretrained", True):
+                    groups.setdefault(group_key(r), []).append(r)
+            for (task, df), grecs in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or 0)):
+                baseline = [r for r in probes if not r.get("pretrained", True) and group_key(r) == (task, df)]
+                verdict_recs = [r for r in recs if r.get("kind") == "verdict" and
+                                str(r.get("task")) == task and _df_of(r) == df]
+                sec, row = _group_section(path, run_id, task, df, grecs, baseline, verdict_recs,
+                                          budget_tokens, target)
+                sections.append(sec)
+                summary_rows.append(row)
+    if not sections:
+        parts.append("<p>No probe results in these files yet.</p>")
+    else:
+        parts.append("<h2>Summary</h2>")
+        parts.append(_table(["run", "task", "D_f", "probes", "last BLEU", "verdict", "recommendation",
+                             "prediction at budget"], summary_rows, left=3))
+        parts.extend(sections)
+    body = "\n".join(parts)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            f"<style>{_CSS}</style></head><body>{body}</body></html>")
+
+
+def _df_of(r: dict) -> Any:
+    return group_key(r)[1]
+
+
+def _group_section(path, run_id, task, df, recs, baseline, verdict_recs, budget, target):
+    from transfer_probe import diagnose as dg
+
+    ok = [r for r in recs if r.get("status", "ok") == "ok"]
+    failed = [r for r in recs if r.get("status") == "failed"]
+    points = aggregate(ok)
+    base_points = aggregate(baseline)
+    try:
+        verdict = dg.diagnose(ok + [r for r in baseline if r.get("status", "ok") == "ok"],
+                              budget_tokens=budget, target=target)
+    except Exception as err:  # a report must still render what it has
+        verdict = None
+        verdict_error = f"{type(err).__name__}: {err}"
+    else:
+        verdict_error = None
+    fits = {m: _fit(points, m) for m in ("bleu", "cross_entropy")}
+    plots = [
+        _plot(points, base_points, fits["bleu"], "bleu", "BLEU", budget, target, verdict_recs, verdict),
+        _plot(points, base_points, fits["cross_entropy"], "cross_entropy", "downstream cross-entropy (nats)",
+              budget, None, verdict_recs, None),
+    ]
+    status = verdict.status if verdict else "error"
+    head = (f"<h2>{_e(task)} &middot; D<sub>f</sub>={_e(df)} &middot; run {_e(run_id)}</h2>"
+            f"<p class='meta'>{_e(str(path))}</p>"
+            f"<p><span class='status s-{_e(status)}'>{_e(status.replace('_', ' '))}</span> "
+            + (f"recommendation: <b>{_e(verdict.recommendation)}</b>" if verdict else _e(verdict_error or ""))
+            + "</p>")
+    reasons = ""
+    if verdict is not None and verdict.reasons:
+        reasons = "<ul class='reasons'>" + "".join(f"<li>{_e(x)}</li>" for x in verdict.reasons) + "</ul>"
+    imgs = "<div class='plots'>" + "".join(
+        f"<img alt='{_e(alt)}' src='data:image/png;base64,{b64}'>" for alt, b64 in plots if b64) + "</div>"
+    probe_rows = []
+    for p in points:
+        probe_rows.append([f"{p['tokens']:.3g}", p["step"], p["n"], _pm(p, "bleu"), _pm(p, "chrf"),
+                           _pm(p, "cross_entropy", 3)])
+    for p in base_points:
+        probe_rows.append(["baseline (no pre-training)", "", p["n"], _pm(p, "bleu"), _pm(p, "chrf"),
+                           _pm(p, "cross_entropy", 3)])
+    table = "<h3>Probes</h3>" + _table(["tokens D_p", "step", "repeats", "BLEU", "chrF", "CE"], probe_rows)
+    fit_rows = []
+    for metric, fit in fits.items():
+        if fit is None:
+            continue
+        params = ", ".join(f"{k}={v:.4g}&plusmn;{_fmt(fit.stderr.get(k))}" for k, v in fit.params.items())
+        fit_rows.append([metric, type(fit).__name__ if not hasattr(fit, "law") else fit.law,
+                         "yes" if fit.ok else "no", params if fit.ok else "", "" if fit.ok else fit.why])
+    fit_table = ("<h3>Fits</h3>" + _table(["metric", "law", "trusted", "parameters &plusmn; std. err.", "why not"],
+                                          fit_rows, left=5, raw=True)) if fit_rows else ""
+    log_lines = [dg.format_verdict(verdict)] if verdict is not None else []
+    for vr in verdict_recs:
+        if vr.get("message"):
+            log_lines.append(str(vr["message"]))
+    for r in failed:
+        log_lines.append(f"probe failed at {r.get('tokens')} tokens (repeat {r.get('repeat', 0)}): {r.get('error')}")
+    logs = ("<h3>Log lines and warnings</h3><pre class='log'>" + _e("\n".join(dict.fromkeys(log_lines)))
+            + "</pre>") if log_lines else ""
+    last_bleu = _pm(points[-1], "bleu") if points else ""
+    pred = ""
+    if verdict is not None and verdict.prediction:
+        pr = verdict.prediction
+        pr = pr if isinstance(pr, dict) else getattr(pr, "__dict__", {})
+        if pr.get("mean") is not None:
+            pred = f"{pr['mean']:.1f} [{pr.get('low', float('nan')):.1f}, {pr.get('high', float('nan')):.1f}]"
+    row = [run_id, task, df, len(points), last_bleu, status, verdict.recommendation if verdict else "", pred]
+    return head + reasons + imgs + table + fit_table + logs, row
+
+
+def _fit(points, metric):
+    from transfer_probe import laws
+
+    xs = [p["tokens"] for p in points if metric in p["mean"] and p["tokens"] > 0]
+    if len(xs) < 2:
+        return None
+    ys = [p["mean"][metric] for p in points if metric in p["mean"] and p["tokens"] > 0]
+    sig = [p["sem"].get(metric, float("nan")) for p in points if metric in p["mean"] and p["tokens"] > 0]
+    sigma = np.array(sig, dtype=float) if all(math.isfinite(s) and s > 0 for s in sig) else None
+    law = laws.LogLaw() if metric == "bleu" else laws.PowerLaw()
+    try:
+        return law.fit(np.array(xs, dtype=float), np.array(ys, dtype=float), sigma=sigma)
+    except Exception:
+        return None
+
+
+def _plot(points, base_points, fit, metric, label, budget, target, verdict_recs, verdict):
+    import matplotlib.pyplot as plt
+
+    pts = [p for p in points if metric in p["mean"] and p["tokens"] > 0]
+    if not pts:
+        return label, None
+    x = np.array([p["tokens"] for p in pts])
+    y = np.array([p["mean"][metric] for p in pts])
+    err = np.array([p["sem"].get(metric, np.nan) for p in pts], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.2, 4.0), dpi=110)
+    ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="o", color="#0969da", capsize=3,
+                label="probe (mean ± s.e.)", zorder=3)
+    xmax = max(x.max(), budget or 0)
+    if fit is not None:
+        grid = np.geomspace(x.min(), xmax * 1.05, 200)
+        style = "-" if fit.ok else ":"
+        try:
+            mean, low, high = fit.predict(grid, interval=0.9)
+            mean, low, high = (np.asarray(v, dtype=float) for v in (mean, low, high))
+            ax.plot(grid, mean, style, color="#cf222e", label=f"{'fit' if fit.ok else 'fit (not trusted)'}")
+            if fit.ok and np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
+                ax.fill_between(grid, low, high, color="#cf222e", alpha=0.15, label="90% prediction band")
+        except Exception:
+            pass
+    bp = [p for p in base_points if metric in p["mean"]]
+    if bp:
+        b = bp[0]["mean"][metric]
+        ax.axhline(b, color="#6e7781", ls="--", lw=1.2, label="no pre-training baseline")
+        s = bp[0]["sem"].get(metric, np.nan)
+        if math.isfinite(s):
+            ax.axhspan(b - s, b + s, color="#6e7781", alpha=0.12)
+    if budget:
+        ax.axvline(budget, color="#8250df", ls="-.", lw=1.2, label=f"budget {budget:.2g}")
+    if target is not None:
+        ax.axhline(target, color="#1a7f37", ls=":", lw=1.4, label=f"target {target:g}")
+    prev = None
+    for vr in sorted(verdict_recs, key=lambda r: r.get("tokens") or 0):
+        st = vr.get("status")
+        if st != prev and prev is not None and vr.get("tokens"):
+            ax.axvline(vr["tokens"], color="#bf8700", lw=1, alpha=0.7)
+            ax.annotate(st.replace("_", " "), (vr["tokens"], ax.get_ylim()[1]), rotation=90, va="top",
+                        ha="right", fontsize=7, color="#7d4e00")
+        prev = st
+    ax.set_xscale("log")
+    ax.set_xlabel("pre-training tokens D_p")
+    ax.set_ylabel(label)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return label, base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _pm(p, metric, digits=1):
+    if metric not in p["mean"]:
+        return ""
+    m = p["mean"][metric]
+    s = p["sem"].get(metric, float("nan"))
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if math.isfinite(s) else "")
+
+
+def _fmt(v):
+    return "n/a" if v is None or not math.isfinite(float(v)) else f"{float(v):.2g}"
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _table(headers, rows, left=1, raw=False):
+    th = "".join(f"<th class='{'l' if i < left else ''}'>{h}</th>" for i, h in enumerate(headers))
+    body = []
+    for row in rows:
+        cells = []
+        for i, c in enumerate(row):
+            text = str(c) if raw and i == 3 else _e(c)
+            cells.append(f"<td class='{'l' if i < left else ''}'>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
