@@ -1,0 +1,58 @@
+"""The HTML report: content, and rendering in a real headless browser."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests._synthetic import history_records
+from transfer_probe.history import HistoryWriter
+from transfer_probe.report import write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-default-apps", "--disable-extensions"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    hist = d / "history.jsonl"
+    w = HistoryWriter(hist)
+    w.extend(history_records(seed=2))
+    w.extend(history_records(seed=3, task="en-de", misaligned_after=3e7, baseline=False))
+    w.append({"kind": "probe", "run_id": "run-a", "tokens": 2e9, "task": "en-fr",
+              "finetune_size": {"examples": 50}, "status": "failed", "error": "RuntimeError: out of memory"})
+    return write_report([hist], d / "report.html", budget_tokens=1e10, target=15.0)
+
+
+def test_report_content(report):
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    # two plots (BLEU and CE) per group, embedded, nothing fetched from elsewhere
+    assert page.count("data:image/png;base64,") == 4
+    assert not re.search(r"(src|href)=['\"]https?://", page)
+    assert "en-fr" in page and "en-de" in page
+    assert "out of memory" in page  # the failed probe is shown, not dropped
+    assert "baseline (no pre-training)" in page
+    assert "Summary" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    # A copy with a probe script: after load it records how many images decoded to real pixels.
+    probe_page = tmp_path / "probe.html"
+    script = ("<script>window.addEventListener('load',()=>{const im=[...document.images];"
+              "document.body.setAttribute('data-loaded',im.filter(i=>i.complete&&i.naturalWidth>100).length+'/'"
+              "+im.length);});</script>")
+    probe_page.write_text(report.read_text().replace("</body>", script + "</body>"))
+    common = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*common, "--virtual-time-budget=5000", "--dump-dom", probe_page.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert 'data-loaded="4/4"' in dom.stdout, dom.stderr[-2000:]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", report.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
