@@ -4,16 +4,64 @@ A ``Snapshot`` is what a probe job reads. It is either in memory (a CPU state di
 executor) or a directory (``config.json`` + ``model.safetensors`` + tokenizer files) that no later
 save, ``save_total_limit`` rotation or the end of training can change, for probes that run in another
 process or on another machine.
+
+Three ways to take one (the callback picks; all run on the world-process-zero only and enter no
+collective):
+
+- :func:`capture_in_memory`: a CPU clone of the state dict plus a copy of the config (inline probes).
+- :func:`save_snapshot`: ``save_pretrained`` (safetensors) + the tokenizer into a fresh directory,
+  when no checkpoint is written at this step.
+- :func:`snapshot_from_checkpoint`: the model, config and tokenizer files of the checkpoint the
+  Trainer just wrote, hard-linked (copied when linking is impossible, e.g. across file systems).
+  A hard link is a second name for the same file: when ``save_total_limit`` rotation deletes the
+  checkpoint, the snapshot's files live on, at no extra disk cost.
+
+Directory snapshots are written under a temporary name and renamed into place, so a reader never sees
+a half-written one. :func:`release_snapshot` deletes a directory snapshot once its probes are done
+(only directories this module created, recognized by their ``transfer_probe_snapshot.json``).
+
+FSDP and DeepSpeed: the model in a rank's memory is a shard, and gathering it is a collective every
+rank must join, so the probe never gathers. Snapshot from the consolidated checkpoint instead
+(``TransferProbeCallback(on_save=True)``, with ``fsdp_config={"state_dict_type": "FULL_STATE_DICT"}``
+or DeepSpeed ZeRO-3 ``"stage3_gather_16bit_weights_on_model_save": true``); the Trainer then writes
+full safetensors weights that :func:`snapshot_from_checkpoint` links.
+
+Example::
+
+    snap = save_snapshot(model, "out/transfer_probe/snapshots/step-600", tokens=1_228_800, step=600,
+                         tokenizer=tokenizer)
+    model_copy = snap.load_model()          # what a probe fine-tunes
+    release_snapshot(snap)                  # after the probe
 """
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
+import os
+import shutil
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Snapshot", "count_parameters"]
+__all__ = [
+    "Snapshot",
+    "count_parameters",
+    "unwrap_model",
+    "capture_in_memory",
+    "save_snapshot",
+    "snapshot_from_checkpoint",
+    "load_snapshot",
+    "release_snapshot",
+    "MARKER_FILENAME",
+]
+
+logger = logging.getLogger("transfer_probe")
+
+MARKER_FILENAME = "transfer_probe_snapshot.json"
 
 
 @dataclass(frozen=True)
@@ -106,3 +154,168 @@ def count_parameters(model) -> dict[str, int]:
         if id(p) in emb_ids:
             embedding += p.numel()
     return {"non_embedding": total - embedding, "total": total}
+
+
+# ---------------------------------------------------------------------------------------------
+# Capture
+
+
+def unwrap_model(model):
+    """The plain ``PreTrainedModel`` inside DDP / DataParallel / ``torch.compile`` wrappers."""
+    seen = 0
+    while seen < 10:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None or inner is model:
+            break
+        model = inner
+        seen += 1
+    return model
+
+
+def capture_in_memory(model, *, tokens: int, step: int, tokenizer: Any = None) -> Snapshot:
+    """A snapshot holding a CPU copy of ``model``'s weights and config (for inline probes).
+
+    Reads only: the model's parameters, mode and device are left as they are.
+    """
+    import torch
+
+    model = unwrap_model(model)
+    with torch.no_grad():
+        # copy=True: a CPU model's tensors would otherwise be shared, not copied.
+        state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return Snapshot(
+        tokens=int(tokens), step=int(step), params=count_parameters(model),
+        config=copy.deepcopy(model.config), state_dict=state, pretrained=True, tokenizer=tokenizer,
+    )
+
+
+def _tmp_sibling(directory: Path) -> Path:
+    return directory.with_name(f".{directory.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _write_marker(directory: Path, *, tokens: int, step: int, params: Mapping[str, int], source: str) -> None:
+    meta = {"tokens": int(tokens), "step": int(step), "params": dict(params), "source": source}
+    (directory / MARKER_FILENAME).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+
+
+def _finish(tmp: Path, directory: Path) -> None:
+    if directory.exists():
+        # A snapshot of this point already exists (e.g. a resumed run reaching the same step):
+        # replace it whole; never mix files of two saves.
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+
+
+def save_snapshot(model, directory: str | os.PathLike, *, tokens: int, step: int, tokenizer: Any = None) -> Snapshot:
+    """Write ``model`` (safetensors, via ``save_pretrained``), its config and ``tokenizer`` to a new
+    directory and return the snapshot reading it.
+
+    The files are written under a temporary name and renamed into place when complete.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    model = unwrap_model(model)
+    params = count_parameters(model)
+    tmp = _tmp_sibling(directory)
+    try:
+        model.save_pretrained(tmp, is_main_process=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        _write_marker(tmp, tokens=tokens, step=step, params=params, source="save_pretrained")
+        _finish(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Snapshot(tokens=int(tokens), step=int(step), params=params, path=directory)
+
+
+# Files of a checkpoint that are training state, not the model: never needed by a probe.
+_TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng_state", "trainer_state", "training_args")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def snapshot_from_checkpoint(
+    checkpoint: str | os.PathLike,
+    directory: str | os.PathLike,
+    *,
+    tokens: int,
+    step: int,
+    params: Mapping[str, int] | None = None,
+    tokenizer: Any = None,
+    link: bool = True,
+) -> Snapshot:
+    """Make ``directory`` an immutable copy of the model files of a Trainer checkpoint.
+
+    Files are hard-linked (``link=True``, instant and free of disk) or copied. Training state
+    (optimizer, scheduler, RNG, trainer state) is left out. When the checkpoint holds no tokenizer
+    files, ``tokenizer`` is saved into the snapshot. Raises ``ValueError`` when the checkpoint has no
+    consolidated weights (an FSDP/DeepSpeed sharded checkpoint: see the module docstring).
+    """
+    checkpoint, directory = Path(checkpoint), Path(directory)
+    if not checkpoint.is_dir():
+        raise ValueError(f"checkpoint directory not found: {checkpoint}")
+    files = [
+        f for f in sorted(checkpoint.iterdir())
+        if f.is_file() and not f.name.startswith(_TRAINING_STATE)
+    ]
+    weights = [f for f in files if f.name.endswith(_WEIGHT_SUFFIXES)]
+    if not weights or not (checkpoint / "config.json").is_file():
+        raise ValueError(
+            f"checkpoint {checkpoint} holds no consolidated model weights and config.json "
+            f"(found: {[f.name for f in files][:8]}). Under FSDP set fsdp_config state_dict_type to "
+            "FULL_STATE_DICT; under DeepSpeed ZeRO-3 set stage3_gather_16bit_weights_on_model_save=true."
+        )
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(directory)
+    tmp.mkdir()
+    method = "hardlink" if link else "copy"
+    try:
+        for f in files:
+            target = tmp / f.name
+            if link:
+                try:
+                    os.link(f, target)
+                    continue
+                except OSError:  # other file system, or links not supported: copy instead
+                    method = "copy"
+            shutil.copy2(f, target)
+        has_tokenizer = any(f.name.startswith("tokenizer") for f in files)
+        if not has_tokenizer and tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if params is None:
+            params = {}
+        _write_marker(tmp, tokens=tokens, step=step, params=params, source=f"{method} of {checkpoint}")
+        _finish(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Snapshot(tokens=int(tokens), step=int(step), params=dict(params), path=directory)
+
+
+def load_snapshot(directory: str | os.PathLike) -> Snapshot:
+    """The snapshot stored in ``directory`` by :func:`save_snapshot` or :func:`snapshot_from_checkpoint`."""
+    directory = Path(directory)
+    marker = directory / MARKER_FILENAME
+    if not marker.is_file():
+        raise ValueError(f"{directory} is not a transfer_probe snapshot (no {MARKER_FILENAME})")
+    meta = json.loads(marker.read_text(encoding="utf-8"))
+    return Snapshot(tokens=int(meta["tokens"]), step=int(meta["step"]), params=meta.get("params") or {},
+                    path=directory)
+
+
+def release_snapshot(snapshot: Snapshot | str | os.PathLike | None) -> bool:
+    """Delete a directory snapshot made by this module; returns whether something was removed.
+
+    In-memory snapshots and directories without the snapshot marker (a user's checkpoint) are
+    never touched.
+    """
+    if snapshot is None:
+        return False
+    path = snapshot.path if isinstance(snapshot, Snapshot) else Path(snapshot)
+    if path is None:
+        return False
+    path = Path(path)
+    if not (path / MARKER_FILENAME).is_file():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return not path.exists()
