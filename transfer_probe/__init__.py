@@ -27,12 +27,14 @@ _LAZY = {
     "TranslationTask": "transfer_probe.tasks",
     "CodeTask": "transfer_probe.tasks",
     "FinetuneConfig": "transfer_probe.probe",
+    "hookimpl": "transfer_probe.hookspecs",
 }
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from transfer_probe.callback import TransferProbeCallback
+    from transfer_probe.hookspecs import hookimpl
     from transfer_probe.probe import FinetuneConfig
     from transfer_probe.tasks import CodeTask, TranslationTask
 

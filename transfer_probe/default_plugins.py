@@ -1,0 +1,45 @@
+"""The built-in tasks, metrics, laws, executors and sinks, registered through the public hooks.
+
+There is no private path: these are registered exactly as a third-party plugin registers its own
+(see docs/plugins.md). Targets are import paths, resolved on first use, so listing or resolving a
+law imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from transfer_probe.hookspecs import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    register("translation", "transfer_probe.tasks:TranslationTask")
+    register("code", "transfer_probe.tasks.code:CodeTask")
+
+
+@hookimpl
+def register_metrics(register):
+    register("bleu", "transfer_probe.metrics:corpus_bleu")
+    register("chrf", "transfer_probe.metrics:corpus_chrf")
+    register("exact_match", "transfer_probe.metrics:exact_match")
+    register("cross_entropy", "transfer_probe.metrics:target_cross_entropy")
+    register("pass_at_k", "transfer_probe.sandbox:pass_at_k")
+
+
+@hookimpl
+def register_laws(register):
+    register("log", "transfer_probe.laws:LogLaw")
+    register("power", "transfer_probe.laws:PowerLaw")
+    register("transfer", "transfer_probe.laws:TransferLaw")
+    register("chinchilla", "transfer_probe.laws:ChinchillaLaw")
+
+
+@hookimpl
+def register_executors(register):
+    register("inline", "transfer_probe.executors:InlineExecutor")
+    register("process", "transfer_probe.executors:ProcessExecutor")
+
+
+@hookimpl
+def register_sinks(register):
+    register("jsonl", "transfer_probe.sinks:JsonlSink")
+    register("webhook", "transfer_probe.sinks:WebhookSink")
