@@ -2,17 +2,42 @@
 
 The job description is executor-agnostic and picklable: a snapshot, a task, a fine-tuning size and
 settings go in, one history record (a dict) comes out. ``inline``, ``process`` and ``ray`` executors
-all call :func:`run_probe` on the same :class:`ProbeJob`.
+all call :func:`run_probe` on the same :class:`ProbeJob`::
+
+    from transfer_probe.probe import FinetuneConfig, ProbeJob, run_probe, failed_record
+
+    job = ProbeJob(snapshot=snap, task=task, finetune_size=64, config=FinetuneConfig(max_steps=60))
+    try:
+        record = run_probe(job)        # {"kind": "probe", "status": "ok", "metrics": {"bleu": ...}, ...}
+    except Exception as err:
+        record = failed_record(job, err)
+
+What a probe does, in order: load a fresh model from the snapshot; fine-tune it with a nested
+``transformers.Trainer`` (the caller's RNG streams, thread count, grad mode and accelerate's global
+state are saved first and restored after, so an outer ``Trainer`` running in the same process is
+unaffected); teacher-forced cross-entropy on the test split's target tokens; batched greedy
+generation (length-sorted batches, KV cache, stop at eos); the task's scores (BLEU, chrF...) with
+bootstrap intervals over test sentences.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from transfer_probe.snapshot import Snapshot
 
-__all__ = ["FinetuneConfig", "ProbeJob", "run_probe", "failed_record"]
+__all__ = ["FinetuneConfig", "ProbeJob", "run_probe", "failed_record", "greedy_generate", "isolated_state",
+           "FinetuneDiverged"]
+
+CE_SIGNATURE = "teacher-forced|target-tokens+eos|token-weighted-mean|unit:nats"
 
 
 @dataclass(frozen=True)
@@ -42,6 +67,12 @@ class FinetuneConfig:
     bootstrap: int = 200
     # Draw a different subset of D_f examples for each repeat (else the same first D_f examples).
     resample_data: bool = False
+    # Torch intra-op threads during the probe (None: leave as is); restored afterwards.
+    num_threads: int | None = None
+    # Train batches of similar length (less padding); "random" is the Trainer's plain shuffle.
+    train_sampling: str = "group_by_length"
+    # Width of the bootstrap intervals recorded in ``metrics_ci``.
+    interval: float = 0.9
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,3 +94,397 @@ class ProbeJob:
     def seed(self) -> int:
         # Independent fine-tunes per repeat, reproducible from (config.seed, repeat).
         return self.config.seed + 1000 * self.repeat
+
+
+class FinetuneDiverged(RuntimeError):
+    """The probe's fine-tune produced a NaN or infinite loss."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Isolation of the caller's state
+
+# Environment variables that make accelerate/transformers believe they run distributed. A probe is
+# single-process by design (only rank 0 probes; other ranks must not join its collectives).
+_DIST_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
+             "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED",
+             "ACCELERATE_USE_FSDP", "ACCELERATE_MIXED_PRECISION", "ACCELERATE_TORCH_DEVICE",
+             "ACCELERATE_USE_CPU", "ACCELERATE_DYNAMO_BACKEND")
+
+
+@contextlib.contextmanager
+def isolated_state(*, device: str | None = None, num_threads: int | None = None) -> Iterator[None]:
+    """Run a nested ``Trainer`` without disturbing the process around it.
+
+    Saves and restores: the python, numpy, torch (and CUDA) RNG states (the nested Trainer reseeds
+    them all), torch's intra-op thread count, grad mode, the current CUDA device, the
+    ``transformers`` log level, and the contents of accelerate's ``PartialState``,
+    ``AcceleratorState`` and ``GradientState`` singletons. Those are process-wide (Borg pattern:
+    every instance shares one dict): creating ``TrainingArguments`` resets them and the nested
+    ``Accelerator`` re-creates them with its own device and precision, which would otherwise leak
+    into an outer ``Trainer``'s accelerator that reads the same dict. Inside the block they start
+    empty and distributed-launch environment variables are hidden, so the probe is single-process.
+    """
+    import numpy as np
+    import torch
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from transformers.utils import logging as hf_logging
+
+    py_state = random.getstate()
+    np_state = np.random.get_state()
+    torch_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    cuda_device = torch.cuda.current_device() if cuda_states is not None else None
+    threads = torch.get_num_threads()
+    grad = torch.is_grad_enabled()
+    verbosity = hf_logging.get_verbosity()
+    singletons = [(cls._shared_state, dict(cls._shared_state)) for cls in (PartialState, AcceleratorState, GradientState)]
+    env = {k: os.environ.pop(k) for k in _DIST_ENV if k in os.environ}
+    try:
+        for shared, _ in singletons:
+            shared.clear()
+        if device is not None and device != "cpu":
+            os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)
+        if num_threads is not None:
+            torch.set_num_threads(int(num_threads))
+        yield
+    finally:
+        os.environ.pop("ACCELERATE_TORCH_DEVICE", None)
+        os.environ.update(env)
+        # In place: the singletons' storage objects are shared with every live instance.
+        for shared, saved in singletons:
+            shared.clear()
+            shared.update(saved)
+        hf_logging.set_verbosity(verbosity)
+        torch.set_grad_enabled(grad)
+        torch.set_num_threads(threads)
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+            torch.cuda.set_device(cuda_device)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning
+
+class _Collator:
+    """Pad ``input_ids`` (pad id), ``attention_mask`` and ``labels`` (-100) to the batch maximum."""
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: Sequence[dict]) -> dict:
+        import torch
+
+        width_in = max(len(f["input_ids"]) for f in features)
+        width_lab = max(len(f["labels"]) for f in features)
+        n = len(features)
+        ids = torch.full((n, width_in), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((n, width_in), dtype=torch.long)
+        labels = torch.full((n, width_lab), -100, dtype=torch.long)
+        for i, f in enumerate(features):
+            ids[i, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"])
+            mask[i, : len(f["input_ids"])] = 1
+            labels[i, : len(f["labels"])] = torch.as_tensor(f["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _precision_flags(precision: str, device: str | None) -> dict[str, bool]:
+    import torch
+
+    precision = (precision or "no").lower()
+    if precision not in {"auto", "bf16", "fp16", "no", "fp32"}:
+        raise ValueError(f"FinetuneConfig.precision={precision!r}; use 'auto', 'bf16', 'fp16' or 'no'")
+    on_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    if precision == "auto":
+        if not on_cuda:
+            return {}  # CPU: fp32 (bf16 autocast on CPU is slower for small models)
+        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    if precision == "bf16":
+        return {"bf16": True}
+    if precision == "fp16":
+        if not on_cuda:
+            raise ValueError("FinetuneConfig.precision='fp16' needs a CUDA device; use 'bf16' or 'no' on CPU")
+        return {"fp16": True}
+    return {}
+
+
+def _finetune(model, train_features: list[dict], pad_token_id: int, config: FinetuneConfig, seed: int) -> dict:
+    """Fine-tune ``model`` in place with a nested ``Trainer``; return what the record needs."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    if config.max_steps < 1:
+        raise ValueError(f"FinetuneConfig.max_steps={config.max_steps} must be >= 1")
+    device = config.device
+    use_cpu = device is not None and str(device) == "cpu"
+    if device is None and not torch.cuda.is_available():
+        use_cpu = True
+    flags = _precision_flags(config.precision, device)
+    sampling = config.train_sampling
+    if sampling not in {"random", "group_by_length"}:
+        raise ValueError(f"FinetuneConfig.train_sampling={sampling!r}; use 'random' or 'group_by_length'")
+    with tempfile.TemporaryDirectory(prefix="transfer_probe_ft_") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp,
+            max_steps=int(config.max_steps),
+            per_device_train_batch_size=int(config.batch_size),
+            learning_rate=float(config.learning_rate),
+            weight_decay=float(config.weight_decay),
+            lr_scheduler_type=config.lr_scheduler_type,
+            warmup_steps=float(config.warmup_ratio),  # < 1: a fraction of max_steps
+            seed=int(seed),
+            data_seed=int(seed),
+            report_to="none",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            disable_tqdm=True,
+            use_cpu=use_cpu,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=not use_cpu,
+            remove_unused_columns=False,
+            train_sampling_strategy=sampling,
+            **flags,
+        )
+        if device is not None and not use_cpu:
+            # One device, never DataParallel over every visible GPU: a probe is a small job.
+            args.__dict__["_setup_devices"] = torch.device(device)
+            args._n_gpu = 1
+        trainer = Trainer(model=model, args=args, train_dataset=train_features,
+                          data_collator=_Collator(pad_token_id))
+        start = time.perf_counter()
+        out = trainer.train()
+        seconds = time.perf_counter() - start
+        run_device = str(args.device)
+        del trainer
+    loss = float(out.training_loss)
+    if not math.isfinite(loss):
+        raise FinetuneDiverged(
+            f"fine-tuning loss is {loss} after {config.max_steps} steps at learning rate "
+            f"{config.learning_rate}: the fine-tune diverged; lower FinetuneConfig.learning_rate "
+            f"or use precision='no'"
+        )
+    precision = "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "fp32"
+    return {"steps": int(out.global_step), "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size, "seed": seed, "seconds": seconds, "precision": precision,
+            "device": run_device, "train_loss": loss, "lr_scheduler_type": config.lr_scheduler_type}
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+
+def greedy_generate(model, prompts: Sequence[Sequence[int]], *, eos_token_id: int, pad_token_id: int,
+                    max_new_tokens: int, batch_size: int = 64, decoder_start_token_id: int | None = None,
+                    device: Any = None) -> list[list[int]]:
+    """Greedy continuations of token-id ``prompts`` (without the prompt, cut before eos).
+
+    Batches are formed from length-sorted prompts (decoder-only prompts are left-padded, with
+    position ids counted from the first real token), use the KV cache, and stop as soon as every
+    sequence in the batch has produced eos. The output is in the order of ``prompts`` and equals
+    ``model.generate(..., do_sample=False)`` token for token.
+    """
+    import torch
+
+    is_ed = bool(getattr(model.config, "is_encoder_decoder", False))
+    if is_ed and decoder_start_token_id is None:
+        decoder_start_token_id = getattr(model.config, "decoder_start_token_id", None)
+        if decoder_start_token_id is None:
+            decoder_start_token_id = pad_token_id
+    device = device or next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for b in range(0, len(order), batch_size):
+                idx = order[b: b + batch_size]
+                batch = [list(prompts[i]) for i in idx]
+                tokens = (_greedy_ed(model, batch, decoder_start_token_id, eos_token_id, pad_token_id,
+                                     max_new_tokens, device) if is_ed else
+                          _greedy_dec(model, batch, eos_token_id, pad_token_id, max_new_tokens, device))
+                for i, seq in zip(idx, tokens, strict=True):
+                    out[i] = seq
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _cut(rows, eos_token_id: int) -> list[list[int]]:
+    res = []
+    for row in rows:
+        row = list(row)
+        res.append(row[: row.index(eos_token_id)] if eos_token_id in row else row)
+    return res
+
+
+def _greedy_dec(model, batch, eos, pad, max_new, device):
+    import torch
+
+    from transfer_probe.metrics import _pad
+
+    ids, mask = _pad(batch, pad, device, left=True)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    n = ids.shape[0]
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    steps = []
+    o = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    for _ in range(max_new):
+        nxt = o.logits[:, -1].argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        steps.append(nxt)
+        done |= nxt == eos
+        if bool(done.all()) or len(steps) >= max_new:
+            break
+        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
+        pos = pos[:, -1:] + 1
+        o = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                  past_key_values=o.past_key_values, use_cache=True)
+    return _cut(torch.stack(steps, 1).tolist(), eos) if steps else [[] for _ in batch]
+
+
+def _greedy_ed(model, batch, start, eos, pad, max_new, device):
+    import torch
+
+    from transfer_probe.metrics import _pad
+
+    ids, mask = _pad(batch, pad, device)
+    enc = model.get_encoder()(input_ids=ids, attention_mask=mask)
+    n = ids.shape[0]
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    nxt = torch.full((n,), start, dtype=torch.long, device=device)
+    past = None
+    steps = []
+    for _ in range(max_new):
+        o = model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=nxt[:, None],
+                  past_key_values=past, use_cache=True)
+        past = o.past_key_values
+        nxt = o.logits[:, -1].argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
+        steps.append(nxt)
+        done |= nxt == eos
+        if bool(done.all()):
+            break
+    return _cut(torch.stack(steps, 1).tolist(), eos) if steps else [[] for _ in batch]
+
+
+# ---------------------------------------------------------------------------------------------
+# The probe
+
+def _header(job: ProbeJob) -> dict[str, Any]:
+    from transfer_probe.history import SCHEMA_VERSION
+
+    snap = job.snapshot
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": "probe",
+        "run_id": job.run_id,
+        "time": time.time(),
+        "step": int(snap.step),
+        "tokens": int(snap.tokens),
+        "params": dict(snap.params or {}),
+        "task": getattr(job.task, "name", str(job.task)),
+        "finetune_size": {"examples": int(job.finetune_size)},
+        "pretrained": bool(snap.pretrained),
+        "repeat": int(job.repeat),
+    }
+
+
+def run_probe(job: ProbeJob) -> dict:
+    """Fine-tune a fresh copy of ``job.snapshot`` on ``job.task`` with D_f = ``job.finetune_size``
+    examples, measure, and return the history record (``status: "ok"``).
+
+    Raises on failure (bad input: ``ValueError``; a diverged fine-tune: :class:`FinetuneDiverged`);
+    executors turn the exception into a record with :func:`failed_record`. The caller's RNG
+    streams, thread count, grad mode and accelerate state are left as they were.
+    """
+    from transfer_probe.metrics import BOOTSTRAP_SIGNATURE, bootstrap_ratio, target_cross_entropy
+
+    t0 = time.perf_counter()
+    cfg = job.config
+    task = job.task
+    record = _header(job)
+    tokenizer = job.snapshot.load_tokenizer()
+    model_config = job.snapshot.load_config()
+    prepared = task.prepare(tokenizer, model_config)
+    if job.finetune_size > len(prepared.train):
+        raise ValueError(f"task {task.name!r}: D_f={job.finetune_size} is larger than its train split "
+                         f"({len(prepared.train)} examples)")
+    indices = task.train_indices(prepared, job.finetune_size, repeat=job.repeat, seed=cfg.seed,
+                                 resample=cfg.resample_data)
+    train = [prepared.train[i] for i in indices]
+    record["finetune_size"] = {"examples": len(indices), "tokens": prepared.total_tokens(indices),
+                               "target_tokens": prepared.target_tokens(indices)}
+    timing: dict[str, float] = {}
+    with isolated_state(device=cfg.device, num_threads=cfg.num_threads):
+        model = job.snapshot.load_model(seed=cfg.seed)
+        ft = _finetune(model, train, prepared.pad_token_id, cfg, job.seed)
+        timing["finetune"] = ft["seconds"]
+        device = next(model.parameters()).device
+
+        t = time.perf_counter()
+        nll, counts = target_cross_entropy(
+            model, prepared.test, pad_token_id=prepared.pad_token_id, batch_size=cfg.eval_batch_size,
+            is_encoder_decoder=prepared.is_encoder_decoder,
+            decoder_start_token_id=prepared.decoder_start_token_id, device=device)
+        timing["cross_entropy"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        gen = greedy_generate(
+            model, prepared.prompts, eos_token_id=prepared.eos_token_id, pad_token_id=prepared.pad_token_id,
+            max_new_tokens=cfg.max_new_tokens or prepared.max_new_tokens, batch_size=cfg.eval_batch_size,
+            decoder_start_token_id=prepared.decoder_start_token_id, device=device)
+        hypotheses = [h.strip() for h in tokenizer.batch_decode(gen, skip_special_tokens=True)]
+        timing["generation"] = time.perf_counter() - t
+        del model
+
+    t = time.perf_counter()
+    seed = cfg.seed + job.repeat  # bootstrap draws: fixed per repeat, independent of the fine-tune
+    scores = task.score(hypotheses, prepared, bootstrap=cfg.bootstrap, seed=seed)
+    ce = bootstrap_ratio(nll, counts, bootstrap=cfg.bootstrap, seed=seed, interval=cfg.interval)
+    timing["scoring"] = time.perf_counter() - t
+
+    metrics = dict(scores.metrics)
+    metrics["cross_entropy"] = ce.score
+    ci = dict(scores.metrics_ci)
+    if ce.ci is not None:
+        ci["cross_entropy"] = list(ce.ci)
+    signatures = dict(scores.metric_signatures)
+    signatures["cross_entropy"] = CE_SIGNATURE
+    if cfg.bootstrap > 0:
+        signatures["bootstrap"] = BOOTSTRAP_SIGNATURE.format(interval=cfg.interval, n=cfg.bootstrap, seed=seed)
+    ft_record = {k: ft[k] for k in ("steps", "learning_rate", "batch_size", "seed", "seconds", "precision",
+                                    "device", "train_loss", "lr_scheduler_type")}
+    record.update(
+        status="ok", error=None, metrics=metrics, metrics_ci=ci, metric_signatures=signatures,
+        finetune=ft_record, seconds=time.perf_counter() - t0, timing=timing,
+        test_examples=len(prepared.references),
+        samples=[{"source": s, "reference": r, "hypothesis": h}
+                 for s, r, h in list(zip(prepared.sources, prepared.references, hypotheses, strict=True))[:3]],
+    )
+    record.update(job.extra)
+    return record
+
+
+def failed_record(job: ProbeJob, exc: BaseException) -> dict:
+    """The history record of a probe that raised: ``status: "failed"`` and ``error`` as
+    ``"<ExceptionType>: <message>"`` (``error_type`` holds the type alone).
+
+    >>> failed_record(job, RuntimeError("CUDA out of memory"))["error"]
+    'RuntimeError: CUDA out of memory'
+    """
+    record = _header(job)
+    record.update(
+        status="failed",
+        error=f"{type(exc).__name__}: {exc}",
+        error_type=type(exc).__name__,
+        metrics={},
+        metrics_ci={},
+        finetune={"steps": job.config.max_steps, "learning_rate": job.config.learning_rate,
+                  "batch_size": job.config.batch_size, "seed": job.seed},
+        seconds=None,
+    )
+    record.update(job.extra)
+    return record
