@@ -37,6 +37,7 @@ __all__ = [
     "bootstrap_interval",
     "target_cross_entropy",
     "compute_extra_metric",
+    "picklable_metric",
     "metric_module_path",
     "load_metric",
     "BOOTSTRAP_SIGNATURE",
@@ -279,6 +280,44 @@ def load_metric(name: str, **kwargs: Any):
     return evaluate.load(metric_module_path(name), **kwargs)
 
 
+_LOADED: dict[str, Any] = {}
+
+
+def _load_cached(path: str):
+    # One evaluate.load per metric and process: tasks sent to worker processes carry metric paths.
+    if path not in _LOADED:
+        import evaluate
+
+        try:
+            _LOADED[path] = evaluate.load(path)
+        except Exception as err:
+            raise ValueError(f"could not load evaluate metric {path!r}: {err}; pass a local module "
+                             "directory (offline) or a metric object") from err
+    return _LOADED[path]
+
+
+def picklable_metric(metric: Any) -> Any:
+    """``metric`` itself if it pickles, else the local directory of its ``evaluate`` module script
+    (``evaluate`` metric objects hold locks and do not pickle; a worker re-loads them by path)."""
+    import inspect
+    import pickle
+
+    try:
+        pickle.dumps(metric)
+        return metric
+    except Exception:
+        pass
+    if hasattr(metric, "compute"):
+        try:
+            path = Path(inspect.getfile(type(metric))).parent
+        except (TypeError, OSError):
+            path = None
+        if path is not None and path.is_dir():
+            return str(path)
+    raise ValueError(f"extra metric {metric!r} cannot be sent to another process; pass it as a path for "
+                     "evaluate.load or as a picklable callable")
+
+
 def _references_nested(metric: Any) -> bool:
     """Whether an ``evaluate`` metric wants a list of references per prediction."""
     feats = getattr(metric, "features", None)
@@ -299,9 +338,7 @@ def compute_extra_metric(metric: Any, hypotheses: Sequence[str], references: Seq
     """
     hyps, refs = _check_pairs(hypotheses, references)
     if isinstance(metric, (str, Path)):
-        import evaluate
-
-        metric = evaluate.load(str(metric))
+        metric = _load_cached(str(metric))
     name = str(getattr(metric, "name", None) or getattr(metric, "__name__", None) or type(metric).__name__)
     if hasattr(metric, "compute"):
         ref_arg: Any = [[r] for r in refs] if _references_nested(metric) else refs

@@ -214,6 +214,7 @@ def _finetune(model, train_features: list[dict], pad_token_id: int, config: Fine
     """Fine-tune ``model`` in place with a nested ``Trainer``; return what the record needs."""
     import torch
     from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     if config.max_steps < 1:
         raise ValueError(f"FinetuneConfig.max_steps={config.max_steps} must be >= 1")
@@ -254,6 +255,8 @@ def _finetune(model, train_features: list[dict], pad_token_id: int, config: Fine
             args._n_gpu = 1
         trainer = Trainer(model=model, args=args, train_dataset=train_features,
                           data_collator=_Collator(pad_token_id))
+        # With tqdm disabled the Trainer prints its final metrics dict to stdout; a probe stays quiet.
+        trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
         out = trainer.train()
         seconds = time.perf_counter() - start
@@ -320,6 +323,22 @@ def _cut(rows, eos_token_id: int) -> list[list[int]]:
     return res
 
 
+def _cache_kwarg(model) -> str:
+    # transformers >= 5.2x renamed ``past_key_values`` to ``cache`` (the old name warns, then goes).
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _out_cache(output):
+    cache = output.get("cache") if hasattr(output, "keys") and "cache" in output.keys() else None
+    return cache if cache is not None else output.past_key_values
+
+
 def _greedy_dec(model, batch, eos, pad, max_new, device):
     import torch
 
@@ -341,7 +360,7 @@ def _greedy_dec(model, batch, eos, pad, max_new, device):
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
         pos = pos[:, -1:] + 1
         o = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                  past_key_values=o.past_key_values, use_cache=True)
+                  use_cache=True, **{_cache_kwarg(model): _out_cache(o)})
     return _cut(torch.stack(steps, 1).tolist(), eos) if steps else [[] for _ in batch]
 
 
@@ -356,11 +375,12 @@ def _greedy_ed(model, batch, start, eos, pad, max_new, device):
     done = torch.zeros(n, dtype=torch.bool, device=device)
     nxt = torch.full((n,), start, dtype=torch.long, device=device)
     past = None
+    cache_kw = _cache_kwarg(model)
     steps = []
     for _ in range(max_new):
         o = model(encoder_outputs=enc, attention_mask=mask, decoder_input_ids=nxt[:, None],
-                  past_key_values=past, use_cache=True)
-        past = o.past_key_values
+                  use_cache=True, **{cache_kw: past})
+        past = _out_cache(o)
         nxt = o.logits[:, -1].argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
         steps.append(nxt)

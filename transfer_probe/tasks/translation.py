@@ -119,6 +119,13 @@ class TranslationTask(TextPairTask):
         kwargs.setdefault("name", f"{Path(str(path)).name}:{source}-{target}")
         return cls.from_dataset(dsd[train_split], dsd[test_split], source=source, target=target, **kwargs)
 
+    def __getstate__(self) -> dict[str, Any]:
+        from transfer_probe.metrics import picklable_metric
+
+        state = dict(self.__dict__)
+        state["extra_metrics"] = [picklable_metric(m) for m in self.extra_metrics]
+        return state
+
     # -- scoring --------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -172,11 +179,20 @@ def _read_file(path: str | os.PathLike, what: str):
     kwargs: dict[str, Any] = {}
     if p.suffix.lower() == ".tsv":
         kwargs["delimiter"] = "\t"
+    from datasets.utils import logging as ds_logging
+
+    bars_were_off = ds_logging.is_progress_bar_enabled() is False
+    ds_logging.disable_progress_bar()  # no "Generating train split" bars for a small local file
     try:
         # keep_in_memory: a task is small, and this avoids writing an Arrow cache next to the user's files.
         return datasets.load_dataset(fmt, data_files=str(p), split="train", keep_in_memory=True, **kwargs)
     except Exception as err:
+        if "corresponds to no data" in str(err):
+            raise ValueError(f"{what} file {p} has no rows (only a header?)") from None
         raise ValueError(f"could not read {what} file {p} as {fmt}: {err}") from err
+    finally:
+        if not bars_were_off:
+            ds_logging.enable_progress_bar()
 
 
 def _pairs(rows: Any, source: str, target: str, where: str) -> list[tuple[str, str]]:
@@ -205,6 +221,6 @@ def _pairs(rows: Any, source: str, target: str, where: str) -> list[tuple[str, s
     out = []
     for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
         if s is None or t is None:
-            raise ValueError(f"{where}, row {i}: missing value for {source if s is None else target!r}")
+            raise ValueError(f"{where}, row {i}: missing value for {(source if s is None else target)!r}")
         out.append((str(s), str(t)))
     return out
