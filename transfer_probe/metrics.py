@@ -297,7 +297,7 @@ def _load_cached(path: str):
 
 
 def picklable_metric(metric: Any) -> Any:
-    """``metric`` itself if it pickles, else the local directory of its ``evaluate`` module script
+    """``metric`` itself if it pickles, else the local path of its ``evaluate`` module script
     (``evaluate`` metric objects hold locks and do not pickle; a worker re-loads them by path)."""
     import inspect
     import pickle
@@ -309,10 +309,11 @@ def picklable_metric(metric: Any) -> Any:
         pass
     if hasattr(metric, "compute"):
         try:
-            path = Path(inspect.getfile(type(metric))).parent
+            path = Path(inspect.getfile(type(metric)))
         except (TypeError, OSError):
             path = None
-        if path is not None and path.is_dir():
+        # evaluate.load takes the script itself (its cached copy lives in a hash-named directory).
+        if path is not None and path.is_file():
             return str(path)
     raise ValueError(f"extra metric {metric!r} cannot be sent to another process; pass it as a path for "
                      "evaluate.load or as a picklable callable")

@@ -146,7 +146,10 @@ def isolated_state(*, device: str | None = None, num_threads: int | None = None)
             os.environ["ACCELERATE_TORCH_DEVICE"] = str(device)
         if num_threads is not None:
             torch.set_num_threads(int(num_threads))
-        yield
+        # A callback may run under no_grad / inference mode; the fine-tune needs gradients.
+        torch.set_grad_enabled(True)
+        with torch.inference_mode(False):
+            yield
     finally:
         os.environ.pop("ACCELERATE_TORCH_DEVICE", None)
         os.environ.update(env)
@@ -246,6 +249,7 @@ def _finetune(model, train_features: list[dict], pad_token_id: int, config: Fine
             dataloader_num_workers=0,
             dataloader_pin_memory=not use_cpu,
             remove_unused_columns=False,
+            logging_nan_inf_filter=False,  # a NaN step must show in the training loss, not be hidden
             train_sampling_strategy=sampling,
             **flags,
         )

@@ -1,0 +1,191 @@
+"""run_probe end to end with a real nested Trainer on tiny models, plus isolation and failure handling."""
+
+import math
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from transfer_probe import metrics
+from transfer_probe.probe import FinetuneDiverged, ProbeJob, failed_record, greedy_generate, run_probe
+
+RECORD_KEYS = {"schema", "kind", "run_id", "time", "step", "tokens", "params", "task", "finetune_size",
+               "pretrained", "status", "metrics", "metrics_ci", "metric_signatures", "finetune", "seconds",
+               "repeat", "timing"}
+
+
+def _untuned_bleu(model, task, tokenizer):
+    p = task.prepare(tokenizer, model.config)
+    gen = greedy_generate(model, p.prompts, eos_token_id=p.eos_token_id, pad_token_id=p.pad_token_id,
+                          max_new_tokens=p.max_new_tokens)
+    hyps = [h.strip() for h in tokenizer.batch_decode(gen, skip_special_tokens=True)]
+    return metrics.corpus_bleu(hyps, p.references).score
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_probe_finetune_lifts_bleu_far_above_the_untuned_model(arch, request, make_snapshot, translation_task,
+                                                              tiny_tokenizer, fast_finetune):
+    model = request.getfixturevalue(f"tiny_{arch}")
+    before = _untuned_bleu(model, translation_task, tiny_tokenizer)
+    snap = make_snapshot(model, tokens=12_800, step=10)
+    job = ProbeJob(snapshot=snap, task=translation_task, finetune_size=256, config=fast_finetune, run_id="r1",
+                   extra={"reason": "test"})
+    rec = run_probe(job)
+
+    assert RECORD_KEYS <= set(rec) and rec["status"] == "ok" and rec["kind"] == "probe"
+    assert (rec["tokens"], rec["step"], rec["task"], rec["run_id"], rec["repeat"]) == (12_800, 10, "en-fr", "r1", 0)
+    assert rec["reason"] == "test" and rec["pretrained"] is True
+    assert rec["finetune_size"]["examples"] == 256 and rec["finetune_size"]["tokens"] > 256 * 5
+    ft = rec["finetune"]
+    assert ft["steps"] == fast_finetune.max_steps and ft["seed"] == job.seed and ft["device"] == "cpu"
+    assert ft["precision"] == "fp32" and math.isfinite(ft["train_loss"])
+    m = rec["metrics"]
+    print(arch, "BLEU before", before, "after", m["bleu"], "chrF", m["chrf"], "CE", m["cross_entropy"])
+    assert before < 2.0
+    assert m["bleu"] > before + 8.0 and m["chrf"] > 35.0
+    assert 0.0 < m["cross_entropy"] < 2.5  # untuned: ~log(vocab) = 6.2 nats
+    for key in ("bleu", "chrf", "exact_match", "cross_entropy"):
+        lo, hi = rec["metrics_ci"][key]
+        assert lo <= m[key] <= hi
+    sig = rec["metric_signatures"]
+    assert sig["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a") and "nc:6" in sig["chrf"]
+    assert "target-tokens" in sig["cross_entropy"] and "n:200" in sig["bootstrap"]
+    assert set(rec["timing"]) == {"finetune", "cross_entropy", "generation", "scoring"}
+    assert rec["seconds"] >= sum(rec["timing"].values()) * 0.99
+    assert len(rec["samples"]) == 3 and rec["samples"][0]["reference"] == translation_task.test_pairs[0][1]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_greedy_generate_equals_transformers_generate(arch, request, translation_task, tiny_tokenizer):
+    model = request.getfixturevalue(f"tiny_{arch}")
+    p = translation_task.prepare(tiny_tokenizer, model.config)
+    prompts = p.prompts[:12]
+    ours = greedy_generate(model, prompts, eos_token_id=p.eos_token_id, pad_token_id=p.pad_token_id,
+                           max_new_tokens=10, batch_size=5)
+    from transfer_probe.metrics import _pad
+
+    ids, mask = _pad(prompts, p.pad_token_id, "cpu", left=not p.is_encoder_decoder)
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, do_sample=False,
+                             eos_token_id=p.eos_token_id, pad_token_id=p.pad_token_id)
+    out = out[:, 1:] if p.is_encoder_decoder else out[:, ids.shape[1]:]
+    theirs = [row[: row.index(p.eos_token_id)] if p.eos_token_id in row else row for row in out.tolist()]
+    assert ours == theirs
+
+
+def test_nan_loss_raises_clearly_and_becomes_a_failed_record(tiny_gpt2, make_snapshot, translation_task,
+                                                             fast_finetune):
+    snap = make_snapshot(tiny_gpt2)
+    snap.state_dict["transformer.h.0.mlp.c_fc.weight"][0, 0] = float("nan")
+    job = ProbeJob(snapshot=snap, task=translation_task, finetune_size=64, config=replace(fast_finetune, max_steps=2),
+                   repeat=1, run_id="r")
+    with pytest.raises(FinetuneDiverged, match="fine-tuning loss is nan after 2 steps .* lower FinetuneConfig.learning_rate") as info:
+        run_probe(job)
+    rec = failed_record(job, info.value)
+    assert rec["status"] == "failed" and rec["error"].startswith("FinetuneDiverged: fine-tuning loss is nan")
+    assert rec["error_type"] == "FinetuneDiverged" and rec["metrics"] == {}
+    assert (rec["task"], rec["repeat"], rec["finetune_size"], rec["finetune"]["seed"]) == ("en-fr", 1, {"examples": 64}, 1000)
+
+
+def test_probe_leaves_rng_threads_grad_mode_and_accelerate_state_untouched(tiny_gpt2, make_snapshot,
+                                                                          translation_task, fast_finetune, tmp_path):
+    """Runs the probe inside an outer Trainer's step, as the inline executor does."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    snap = make_snapshot(tiny_gpt2)
+    cfg = replace(fast_finetune, max_steps=3, bootstrap=10)
+    seen = {}
+
+    class ProbeAtStep2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step != 2:
+                return
+            shared = [dict(c._shared_state) for c in (PartialState, AcceleratorState, GradientState)]
+            rng = (random.getstate(), np.random.get_state()[1].copy(), torch.random.get_rng_state().clone())
+            threads, grad = torch.get_num_threads(), torch.is_grad_enabled()
+            torch.set_grad_enabled(False)
+            seen["record"] = run_probe(ProbeJob(snapshot=snap, task=translation_task, finetune_size=64, config=cfg))
+            seen["grad_restored"] = torch.is_grad_enabled() is False
+            torch.set_grad_enabled(grad)
+            seen["same_rng"] = (random.getstate() == rng[0] and np.array_equal(np.random.get_state()[1], rng[1])
+                                and torch.equal(torch.random.get_rng_state(), rng[2]))
+            seen["same_threads"] = torch.get_num_threads() == threads
+            after = [dict(c._shared_state) for c in (PartialState, AcceleratorState, GradientState)]
+            seen["same_singletons"] = all(a.keys() == b.keys() and all(a[k] is b[k] for k in a)
+                                          for a, b in zip(shared, after, strict=True))
+            seen["outer_state"] = kw.get("model") is not None and trainer.accelerator.state.device.type
+
+    class Data(torch.utils.data.Dataset):
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            ids = torch.tensor([(i * 7 + k) % 50 + 2 for k in range(16)])
+            return {"input_ids": ids, "labels": ids}
+
+    outer_model = type(tiny_gpt2)(tiny_gpt2.config)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, use_cpu=True,
+                             report_to="none", save_strategy="no", disable_tqdm=True, logging_strategy="no")
+    trainer = Trainer(model=outer_model, args=args, train_dataset=Data(), callbacks=[ProbeAtStep2()])
+    trainer.train()
+    assert seen["record"]["status"] == "ok" and seen["record"]["finetune"]["steps"] == 3
+    assert seen["same_rng"] and seen["same_threads"] and seen["grad_restored"]
+    assert seen["same_singletons"] and seen["outer_state"] == "cpu"
+    assert trainer.state.global_step == 4  # the outer run went on to its end
+
+
+def test_without_isolation_a_nested_trainer_wipes_the_outer_accelerate_state(tmp_path):
+    """Why isolated_state exists: TrainingArguments resets accelerate's process-wide singletons."""
+    from accelerate.state import AcceleratorState, PartialState
+    from transformers import TrainingArguments
+
+    from transfer_probe.probe import isolated_state
+
+    outer = TrainingArguments(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none")
+    assert outer.device.type == "cpu"
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=True)
+    before = dict(AcceleratorState._shared_state)
+    assert before  # the outer accelerator's state lives in this shared dict
+    with isolated_state():
+        TrainingArguments(output_dir=str(tmp_path / "i"), use_cpu=True, report_to="none").device  # noqa: B018
+        assert "mixed_precision" not in AcceleratorState._shared_state  # reset by the nested arguments
+    assert dict(AcceleratorState._shared_state) == before and acc.state.mixed_precision == "no"
+    TrainingArguments(output_dir=str(tmp_path / "j"), use_cpu=True, report_to="none").device  # noqa: B018
+    assert AcceleratorState._shared_state == {}  # unprotected: the outer accelerator lost its state
+    with pytest.raises(AttributeError):
+        acc.state.mixed_precision  # noqa: B018
+    AcceleratorState._shared_state.update(before)  # leave the process as we found it
+    PartialState()
+
+
+def test_repeats_use_independent_seeds_and_optionally_other_data(tiny_gpt2, make_snapshot, translation_task,
+                                                                fast_finetune):
+    snap = make_snapshot(tiny_gpt2)
+    cfg = replace(fast_finetune, max_steps=5, bootstrap=0, resample_data=True)
+    recs = [run_probe(ProbeJob(snapshot=snap, task=translation_task, finetune_size=64, config=cfg, repeat=r))
+            for r in (0, 1)]
+    assert [r["finetune"]["seed"] for r in recs] == [0, 1000] and [r["repeat"] for r in recs] == [0, 1]
+    assert recs[0]["finetune_size"]["tokens"] != recs[1]["finetune_size"]["tokens"]  # different D_f draws
+    assert recs[0]["metrics"]["cross_entropy"] != recs[1]["metrics"]["cross_entropy"]
+    assert recs[0]["metrics_ci"] == {} and "bootstrap" not in recs[0]["metric_signatures"]
+    again = run_probe(ProbeJob(snapshot=snap, task=translation_task, finetune_size=64, config=cfg, repeat=1))
+    assert again["metrics"] == recs[1]["metrics"]  # reproducible from (seed, repeat)
+
+
+def test_baseline_snapshot_and_bad_settings(tiny_gpt2, make_snapshot, translation_task, fast_finetune):
+    base = make_snapshot(tiny_gpt2, pretrained=False)
+    rec = run_probe(ProbeJob(snapshot=base, task=translation_task, finetune_size=64,
+                             config=replace(fast_finetune, max_steps=2, bootstrap=0)))
+    assert rec["pretrained"] is False and rec["status"] == "ok"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="precision='fp16' needs a CUDA device"):
+            run_probe(ProbeJob(snapshot=base, task=translation_task, finetune_size=64,
+                               config=replace(fast_finetune, max_steps=2, precision="fp16")))
+    with pytest.raises(ValueError, match="D_f=5000 is larger"):
+        run_probe(ProbeJob(snapshot=base, task=translation_task, finetune_size=5000, config=fast_finetune))
