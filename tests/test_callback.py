@@ -1,0 +1,195 @@
+"""TransferProbeCallback with a real Trainer on a tiny GPT-2: history, logs, isolation, resume, failures."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, small_task
+from transformers import TrainerCallback
+
+from transfer_probe import TransferProbeCallback
+from transfer_probe.history import read_history
+
+BATCH = 4
+TOKENS_PER_STEP = BATCH * SEQ_LEN  # include_num_input_tokens_seen off: computed from these
+
+
+@pytest.fixture(scope="module")
+def train_data(tiny_tokenizer, translation_pairs):
+    return lm_examples(tiny_tokenizer, translation_pairs["train"])
+
+
+@pytest.fixture(scope="module")
+def task(translation_files):
+    return small_task(translation_files)
+
+
+class LogSpy(TrainerCallback):
+    """Another callback, as W&B or TensorBoard would be: records what reaches on_log."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append((state.global_step, dict(logs or {})))
+
+
+def _probe_records(path):
+    return [r for r in read_history(path) if r.get("kind") == "probe"]
+
+
+def test_inline_end_to_end_history_and_logs(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path, caplog):
+    spy = LogSpy()
+    probe = TransferProbeCallback([task], every_tokens=3 * TOKENS_PER_STEP, finetune=quick_finetune(),
+                                  seq_len=SEQ_LEN)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, callbacks=[spy, probe], max_steps=7)
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer.train()
+    assert probe.trainer is trainer  # found without being told
+    hist = tmp_path / "transfer_probe" / "history.jsonl"
+    recs = _probe_records(hist)
+    # baseline + probes at steps 3 and 6 (every 384 tokens at 128 tokens per step)
+    assert [(r["step"], r["tokens"], r["pretrained"]) for r in recs] == [
+        (0, 0, False), (3, 3 * TOKENS_PER_STEP, True), (6, 6 * TOKENS_PER_STEP, True)]
+    for r in recs:
+        assert r["status"] == "ok" and r["task"] == "en-fr" and r["finetune_size"]["examples"] == 32
+        assert r["run_id"] == probe.run_id and r["schedule"].get("tokens_source", "computed") == "computed"
+        assert 0 <= r["metrics"]["bleu"] <= 100 and r["metrics"]["cross_entropy"] > 0
+        assert r["params"]["total"] > r["params"]["non_embedding"] > 0
+    assert recs[1]["schedule"]["reasons"] == ["every_tokens"]
+    # trainer.log: namespaced keys with the tokens axis, seen by other callbacks
+    logged = [logs for _, logs in spy.logs if "transfer_probe/tokens" in logs]
+    assert [lg["transfer_probe/tokens"] for lg in logged] == [384.0, 768.0]
+    assert logged[0]["transfer_probe/en-fr/df=32/bleu"] == pytest.approx(recs[1]["metrics"]["bleu"])
+    assert "transfer_probe/en-fr/df=32/cross_entropy" in logged[0]
+    base = [logs for _, logs in spy.logs if "transfer_probe/en-fr/df=32/baseline/bleu" in logs]
+    assert len(base) == 1
+    assert any("transfer_probe/en-fr/df=32/bleu" in h for h in trainer.state.log_history)
+    # one readable INFO line per result
+    lines = [m for m in caplog.messages if m.startswith("transfer_probe | en-fr D_f=32") and "chrF" in m]
+    assert len(lines) == 3 and "(no pretraining)" in lines[0] and "tokens 384 | BLEU" in lines[1]
+    assert any("computed as steps x 128" in m for m in caplog.messages)
+    # verdicts (issue 4): one per new pretrained result, in the history and the log
+    verdicts = [r for r in read_history(hist) if r.get("kind") == "verdict"]
+    assert [v["tokens"] for v in verdicts] == [384, 768] and verdicts[0]["status"] == "insufficient_data"
+    assert any("transfer_probe/en-fr/df=32/verdict/warning" in logs for _, logs in spy.logs)
+
+
+def _gpt2(config):
+    from transformers import GPT2LMHeadModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return GPT2LMHeadModel(config)
+
+
+def test_outer_run_is_bit_identical_with_inline_probes(tiny_gpt2_config, tiny_tokenizer, train_data, task, tmp_path):
+    plain = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "a", max_steps=6)
+    plain.train()
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(),
+                                  seq_len=SEQ_LEN, baseline=True)
+    probed = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "b", max_steps=6,
+                          callbacks=[probe])
+    probed.train()
+    assert len(_probe_records(tmp_path / "b" / "transfer_probe" / "history.jsonl")) == 4  # baseline + 3
+    a, b = plain.model.state_dict(), probed.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "probing changed the outer run's weights"
+    assert probed.model.training == plain.model.training
+    la = [h["loss"] for h in plain.state.log_history if "loss" in h]
+    lb = [h["loss"] for h in probed.state.log_history if "loss" in h]
+    assert la == lb
+
+
+def test_resume_continues_schedule_without_loss_or_duplicates(tiny_gpt2_config, tiny_tokenizer, train_data, task,
+                                                             tmp_path, caplog):
+    def probe():
+        return TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(),
+                                     seq_len=SEQ_LEN)
+
+    first = probe()
+    make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path, max_steps=6, save_steps=4,
+                 callbacks=[first]).train()
+    hist = tmp_path / "transfer_probe" / "history.jsonl"
+    assert [r["step"] for r in _probe_records(hist)] == [0, 2, 4, 6]
+    # The run "crashed" after step 6 was probed; resume from checkpoint-4 and train to step 8.
+    second = probe()
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path, max_steps=8, save_steps=4,
+                     callbacks=[second]).train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+    recs = _probe_records(hist)
+    assert [(r["step"], r["pretrained"]) for r in recs] == [(0, False), (2, True), (4, True), (6, True), (8, True)]
+    assert {r["run_id"] for r in recs} == {first.run_id} and second.run_id == first.run_id
+    assert recs[-1]["tokens"] == 8 * TOKENS_PER_STEP
+    assert any("step 6 already has probe records" in m for m in caplog.messages)
+
+
+def test_failing_probe_is_recorded_and_training_continues(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path,
+                                                          caplog):
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, seq_len=SEQ_LEN, baseline=False,
+                                  finetune=quick_finetune(learning_rate=1e9, max_steps=6))
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=4, callbacks=[probe])
+    with caplog.at_level(logging.WARNING, logger="transfer_probe"):
+        trainer.train()
+    assert trainer.state.global_step == 4
+    recs = _probe_records(tmp_path / "transfer_probe" / "history.jsonl")
+    assert [r["step"] for r in recs] == [2, 4]
+    assert all(r["status"] == "failed" and r["error"] for r in recs)
+    assert sum("probe failed" in m and "training continues" in m for m in caplog.messages) == 2
+    assert any("transfer_probe/en-fr/df=32/failed" in h for h in trainer.state.log_history)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "no probe schedule"),
+        ({"every_tokens": -1}, "every_tokens"),
+        ({"token_points": [0]}, "positive"),
+        ({"every_tokens": 10, "repeats": 0}, "repeats"),
+        ({"every_tokens": 10, "executor": "carrier-pigeon"}, "carrier-pigeon"),
+        ({"every_tokens": 10, "stop_on": ["bored"]}, "stop_on"),
+        ({"every_tokens": 10, "budget_tokens": -5}, "budget_tokens"),
+        ({"every_tokens": 10, "end_timeout": -1}, "end_timeout"),
+        ({"every_tokens": 10, "finetune": {"max_steps": 3}}, "FinetuneConfig"),
+        ({"every_tokens": 10, "seq_len": 0}, "seq_len"),
+    ],
+)
+def test_bad_settings_raise_at_construction(task, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TransferProbeCallback([task], **kwargs)
+
+
+def test_bad_tasks_raise_at_construction(task, translation_files):
+    with pytest.raises(ValueError, match="empty"):
+        TransferProbeCallback([], every_tokens=10)
+    with pytest.raises(ValueError, match="unique"):
+        TransferProbeCallback([task, task], every_tokens=10)
+    with pytest.raises(ValueError, match="not a transfer_probe task"):
+        TransferProbeCallback(["en-fr"], every_tokens=10)
+    with pytest.raises(ValueError, match="larger than the train split"):
+        TransferProbeCallback([small_task(translation_files, sizes=[10_000])], every_tokens=10)
+    with pytest.raises((ValueError, FileNotFoundError), match="nope"):
+        TransferProbeCallback([small_task(type(translation_files)(**{**translation_files.__dict__,
+                                                                      "train_jsonl": translation_files.dir / "nope.jsonl"}))],
+                              every_tokens=10)
+
+
+def test_bad_tokenizer_or_model_raise_before_any_step(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    probe = TransferProbeCallback([task], every_tokens=TOKENS_PER_STEP, seq_len=SEQ_LEN, finetune=quick_finetune())
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=2, callbacks=[probe],
+                           processing_class=None)
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+    no_eos = PreTrainedTokenizerFast(tokenizer_object=tiny_tokenizer.backend_tokenizer)
+    probe = TransferProbeCallback([task], every_tokens=TOKENS_PER_STEP, seq_len=SEQ_LEN, tokenizer=no_eos)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=2, callbacks=[probe])
+    with pytest.raises(ValueError, match="eos"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert not (tmp_path / "transfer_probe" / "history.jsonl").exists()
