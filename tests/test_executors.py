@@ -137,3 +137,78 @@ def test_process_executor_skip_policy_and_validation(snap_dir, translation_task,
         ProcessExecutor(tmp_path / "h.jsonl", overflow="drop")
     with pytest.raises(ValueError, match="device"):
         ProcessExecutor(tmp_path / "h.jsonl", device="tpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# The process executor under a real Trainer
+
+
+class _SlowSteps:
+    """A training step that takes a while (as real ones do), with a timeline of steps."""
+
+    def __new__(cls, seconds):
+        from transformers import TrainerCallback
+
+        class SlowSteps(TrainerCallback):
+            def __init__(self):
+                self.timeline = []
+
+            def on_step_end(self, args, state, control, **kwargs):
+                time.sleep(seconds)
+                self.timeline.append((time.time(), state.global_step))
+
+        return SlowSteps()
+
+
+def test_training_continues_while_probing_and_rotation_cannot_touch_snapshots(
+        tiny_gpt2, tiny_tokenizer, translation_pairs, translation_files, tmp_path, caplog):
+    from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, small_task
+
+    from transfer_probe import TransferProbeCallback
+
+    slow = _SlowSteps(0.15)
+    probe = TransferProbeCallback([small_task(translation_files)], on_save=True, executor="process",
+                                  executor_options={"max_pending": 8, "num_threads": 1},
+                                  finetune=quick_finetune(max_steps=10), seq_len=SEQ_LEN, baseline=False,
+                                  end_timeout=300)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, lm_examples(tiny_tokenizer, translation_pairs["train"]),
+                           tmp_path, max_steps=12, save_steps=4, save_total_limit=1, callbacks=[slow, probe])
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer.train()
+    recs = [r for r in read_history(tmp_path / "transfer_probe" / "history.jsonl") if r["kind"] == "probe"]
+    # every save was probed, from its hard-linked checkpoint, though rotation deleted the checkpoint
+    assert sorted(r["step"] for r in recs) == [4, 8, 12]
+    assert all(r["status"] == "ok" for r in recs), [r.get("error") for r in recs]
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-12"]
+    assert list((tmp_path / "transfer_probe" / "snapshots").iterdir()) == []  # released after the probes
+    # training advanced while probes ran: steps were taken inside some probe's wall-clock interval
+    during = [s for t, s in slow.timeline for r in recs if r["time"] - r["seconds"] <= t <= r["time"]]
+    assert during, "no training step happened while a probe was running"
+    late = [m for m in caplog.messages if "reported at step" in m]
+    assert late  # results picked up at later steps, logged with their own tokens axis
+    logged = [h for h in trainer.state.log_history if "transfer_probe/tokens" in h]
+    assert sorted(h["transfer_probe/step"] for h in logged) == [4, 8, 12]
+    assert any(h["step"] > h["transfer_probe/step"] for h in logged)
+    # the callback itself blocked the training loop only briefly (snapshots by hard link)
+    assert probe.blocked_seconds < sum(r["seconds"] for r in recs)
+
+
+def test_end_of_training_waits_then_records_unfinished(tiny_gpt2, tiny_tokenizer, translation_pairs,
+                                                       translation_files, tmp_path, caplog):
+    from _probe_training import SEQ_LEN, lm_examples, make_trainer, small_task
+
+    from transfer_probe import TransferProbeCallback
+
+    probe = TransferProbeCallback([small_task(translation_files)], every_tokens=4 * SEQ_LEN, executor="process",
+                                  executor_options={"num_threads": 1}, finetune=SLOW, seq_len=SEQ_LEN,
+                                  baseline=False, end_timeout=1.0)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, lm_examples(tiny_tokenizer, translation_pairs["train"]),
+                           tmp_path, max_steps=1, callbacks=[probe])
+    t = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="transfer_probe"):
+        trainer.train()
+    assert time.monotonic() - t < 60
+    recs = [r for r in read_history(tmp_path / "transfer_probe" / "history.jsonl") if r["kind"] == "probe"]
+    assert len(recs) == 1 and recs[0]["status"] == "failed" and "ProbeNotFinished" in recs[0]["error"]
+    assert any("did not finish within 1.0s" in m for m in caplog.messages)
+    assert any("transfer_probe/en-fr/df=32/failed" in h for h in trainer.state.log_history)

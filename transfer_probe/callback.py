@@ -191,7 +191,10 @@ class TransferProbeCallback(TrainerCallback):
         self._model_config: Any = None
         self._tracker: Any = None
         self._warned_no_trainer = False
-        self.blocked_seconds = 0.0  # time spent inside the callback's events by probe work
+        # Time the training loop spent inside this callback's events (probe work, snapshots), and
+        # the wait for outstanding probes at the end of training (not counted as blocked).
+        self.blocked_seconds = 0.0
+        self.end_wait_seconds = 0.0
         self.records: list[dict] = []  # results seen by this callback in this process
 
     # ------------------------------------------------------------------------------------------
@@ -411,6 +414,7 @@ class TransferProbeCallback(TrainerCallback):
                 self._deferred = None
                 self._submit(point, step, kwargs.get("model"), checkpoint=None)
             records = self.executor.close(timeout=self.end_timeout)
+            self.end_wait_seconds = time.perf_counter() - t
             self._handle(records, state, control)
             if self._tracker is not None and hasattr(self._tracker, "final"):
                 try:
@@ -419,7 +423,6 @@ class TransferProbeCallback(TrainerCallback):
                 except Exception as exc:  # diagnosis must never break the end of training
                     logger.warning("transfer_probe | final verdict summary failed: %s", exc)
         finally:
-            self.blocked_seconds += time.perf_counter() - t
             for sink in self.sinks:
                 try:
                     sink.close()

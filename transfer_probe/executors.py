@@ -532,8 +532,16 @@ def _worker_main(fd: str, history_path: str, num_threads: str = "0") -> None:
 
     if int(num_threads) > 0:
         torch.set_num_threads(int(num_threads))
-    # Import the heavy parts now, while the training is still starting, not at the first job.
+    # Import the heavy parts now, while the training is still starting, not at the first job
+    # (the nested Trainer pulls in most of transformers and accelerate: seconds on a busy machine).
     from transfer_probe.probe import failed_record, run_probe
+
+    try:
+        import transformers
+
+        transformers.Trainer, transformers.TrainingArguments  # noqa: B018 - resolve the lazy imports
+    except Exception:  # a broken optional dependency shows up in the first job's record instead
+        pass
 
     history = HistoryWriter(history_path)
     while True:
