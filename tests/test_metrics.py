@@ -8,6 +8,18 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from transfer_probe import metrics
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one thread avoids contention (restored after each test).
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 WORDS = "zero un deux trois quatre cinq six sept huit neuf".split()
 
 

@@ -11,6 +11,18 @@ import torch
 from transfer_probe import metrics
 from transfer_probe.probe import FinetuneDiverged, ProbeJob, failed_record, greedy_generate, run_probe
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one thread avoids contention (restored after each test).
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 RECORD_KEYS = {"schema", "kind", "run_id", "time", "step", "tokens", "params", "task", "finetune_size",
                "pretrained", "status", "metrics", "metrics_ci", "metric_signatures", "finetune", "seconds",
                "repeat", "timing"}

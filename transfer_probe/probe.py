@@ -23,6 +23,7 @@ bootstrap intervals over test sentences.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import random
@@ -69,8 +70,9 @@ class FinetuneConfig:
     resample_data: bool = False
     # Torch intra-op threads during the probe (None: leave as is); restored afterwards.
     num_threads: int | None = None
-    # Train batches of similar length (less padding); "random" is the Trainer's plain shuffle.
-    train_sampling: str = "group_by_length"
+    # "random": the Trainer's plain shuffle; "group_by_length": batches of similar length (less
+    # padding for long, varied examples, but less varied batches for small D_f).
+    train_sampling: str = "random"
     # Width of the bootstrap intervals recorded in ``metrics_ci``.
     interval: float = 0.9
 
@@ -262,7 +264,14 @@ def _finetune(model, train_features: list[dict], pad_token_id: int, config: Fine
         # With tqdm disabled the Trainer prints its final metrics dict to stdout; a probe stays quiet.
         trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
-        out = trainer.train()
+        # Trainer.train() starts with accelerate's free_memory(), a full gc.collect() that costs
+        # ~0.5 s in a process holding a training run; freezing the caller's objects first makes it
+        # scan only what the probe allocated (they are unfrozen, and collectable again, right after).
+        gc.freeze()
+        try:
+            out = trainer.train()
+        finally:
+            gc.unfreeze()
         seconds = time.perf_counter() - start
         run_device = str(args.device)
         del trainer
@@ -427,6 +436,7 @@ def run_probe(job: ProbeJob) -> dict:
     from transfer_probe.metrics import BOOTSTRAP_SIGNATURE, bootstrap_ratio, target_cross_entropy
 
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     cfg = job.config
     task = job.task
     record = _header(job)
@@ -462,6 +472,13 @@ def run_probe(job: ProbeJob) -> dict:
             decoder_start_token_id=prepared.decoder_start_token_id, device=device)
         hypotheses = [h.strip() for h in tokenizer.batch_decode(gen, skip_special_tokens=True)]
         timing["generation"] = time.perf_counter() - t
+        # Optional task hook for metrics that need the fine-tuned model itself (CodeTask: pass@k
+        # from sampled completions run in the sandbox).
+        model_scores = None
+        if callable(getattr(task, "model_scores", None)):
+            t = time.perf_counter()
+            model_scores = task.model_scores(model, tokenizer, prepared, config=cfg, seed=job.seed, device=device)
+            timing["model_scores"] = time.perf_counter() - t
         del model
 
     t = time.perf_counter()
@@ -477,6 +494,10 @@ def run_probe(job: ProbeJob) -> dict:
         ci["cross_entropy"] = list(ce.ci)
     signatures = dict(scores.metric_signatures)
     signatures["cross_entropy"] = CE_SIGNATURE
+    if model_scores is not None:
+        metrics.update(model_scores.metrics)
+        ci.update(model_scores.metrics_ci)
+        signatures.update(model_scores.metric_signatures)
     if cfg.bootstrap > 0:
         signatures["bootstrap"] = BOOTSTRAP_SIGNATURE.format(interval=cfg.interval, n=cfg.bootstrap, seed=seed)
     ft_record = {k: ft[k] for k in ("steps", "learning_rate", "batch_size", "seed", "seconds", "precision",
@@ -484,6 +505,7 @@ def run_probe(job: ProbeJob) -> dict:
     record.update(
         status="ok", error=None, metrics=metrics, metrics_ci=ci, metric_signatures=signatures,
         finetune=ft_record, seconds=time.perf_counter() - t0, timing=timing,
+        cpu_seconds=time.process_time() - cpu0,  # this process's CPU time: robust to a busy machine
         test_examples=len(prepared.references),
         samples=[{"source": s, "reference": r, "hypothesis": h}
                  for s, r, h in list(zip(prepared.sources, prepared.references, hypotheses, strict=True))[:3]],
