@@ -470,7 +470,8 @@ def run_probe(job: ProbeJob) -> dict:
             model, prepared.prompts, eos_token_id=prepared.eos_token_id, pad_token_id=prepared.pad_token_id,
             max_new_tokens=cfg.max_new_tokens or prepared.max_new_tokens, batch_size=cfg.eval_batch_size,
             decoder_start_token_id=prepared.decoder_start_token_id, device=device)
-        hypotheses = [h.strip() for h in tokenizer.batch_decode(gen, skip_special_tokens=True)]
+        post = getattr(task, "postprocess", None) or str.strip
+        hypotheses = [post(h) for h in tokenizer.batch_decode(gen, skip_special_tokens=True)]
         timing["generation"] = time.perf_counter() - t
         # Optional task hook for metrics that need the fine-tuned model itself (CodeTask: pass@k
         # from sampled completions run in the sandbox).

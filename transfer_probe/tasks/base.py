@@ -107,6 +107,13 @@ class Task(Protocol):
     def describe(self) -> dict[str, Any]:
         """Settings that change the numbers (copied into records and reports)."""
 
+    # Optional hooks, used by run_probe when a task defines them:
+    #   postprocess(text: str) -> str    turns a decoded generation into the hypothesis that is
+    #                                    scored (default ``str.strip``; code may keep indentation)
+    #   model_scores(model, tokenizer, prepared, *, config, seed, device) -> TaskScores
+    #                                    scores that need the fine-tuned model itself (CodeTask's
+    #                                    pass@k from sampled completions), merged into the record
+
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizer helpers
@@ -374,6 +381,10 @@ class TextPairTask:
             return prepared.train_order[:size]
         rng = np.random.default_rng([int(seed), int(repeat), 0x5EED])
         return rng.choice(n, size=size, replace=False).tolist()
+
+    def postprocess(self, text: str) -> str:
+        """The hypothesis scored for one decoded generation (here: outer whitespace stripped)."""
+        return text.strip()
 
     def score(self, hypotheses: list[str], prepared: PreparedTask, *, bootstrap: int = 0,
               seed: int = 0) -> TaskScores:
