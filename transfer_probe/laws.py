@@ -177,6 +177,8 @@ class FitResult:
     _boot: Any = field(default=None, repr=False)
     _tau2: float = field(default=float("nan"), repr=False)
     _s_new: float = field(default=1.0, repr=False)
+    _sigma_new: float = field(default=float("nan"), repr=False)
+    _sigma_y: float = field(default=float("nan"), repr=False)
     _ref: dict = field(default_factory=dict, repr=False)
 
     # -------------------------------------------------------------------- evaluation
@@ -195,7 +197,17 @@ class FitResult:
             var_p = np.full_like(logf, np.nan)
         var_p = np.maximum(var_p, 0.0)
         q = _tq(interval, self.dof)
-        var_n = self._tau2 * self._s_new**2 if noise else 0.0
+        if not noise:
+            var_n = 0.0
+        elif self.weighted and math.isfinite(self._sigma_new):
+            # a new point measured like the fitted ones: its error in y units is the typical measured
+            # error, which in log units shrinks where the curve is higher
+            var_n = self._tau2 * (self._sigma_new / np.exp(logf)) ** 2
+        elif self._law.noise_model == "additive" and math.isfinite(self._sigma_y):
+            # scores (BLEU) scatter by about the same amount in y units along the curve
+            var_n = (self._sigma_y / np.exp(logf)) ** 2
+        else:
+            var_n = self._tau2 * self._s_new**2
         return logf, q * np.sqrt(var_p), q * np.sqrt(var_p + var_n)
 
     def predict(self, x, interval: float = 0.9, *, noise: bool = True, force: bool = False):
@@ -452,6 +464,7 @@ class _Law:
     huber_delta: float | None = 0.1
     ndim = 1  # 2 for laws of two inputs
     direction = +1  # +1: rises with x (scores), -1: falls (losses)
+    noise_model = "relative"  # how unweighted observation noise scales: "relative" (log units) or "additive"
     invertible = False
     bound_ok: tuple[tuple[str, str], ...] = ()  # (internal name, "min"|"max") a parameter may sit at
 
@@ -651,6 +664,8 @@ class _Law:
             noise=math.sqrt(tau2) * (float(np.median(s)) if weighted else 1.0) if math.isfinite(tau2) else math.nan,
             dof=dof, uncertainty=uncertainty, weighted=weighted, huber_delta=delta, lmfit_result=lm,
             _law=self, _theta=theta, _cov=cov if boot is None else None, _boot=boot, _tau2=tau2, _s_new=s_new,
+            _sigma_new=float(np.median(s_abs)) if weighted else math.nan,
+            _sigma_y=math.sqrt(float(np.sum((y - np.exp(self._logf(theta, X, ref))) ** 2)) / dof) if dof > 0 else math.nan,
             _ref=ref,
         )
         # does the parameter band explode just beyond the data?
@@ -676,7 +691,11 @@ class _Law:
     def _bound_note(self, name, side) -> str:
         return f"{name} is at its {side} bound"
 
+    bound_messages: dict[tuple[str, str], str] = {}
+
     def _bound_problem(self, name, side, b) -> str:
+        if (name, side) in self.bound_messages:
+            return self.bound_messages[(name, side)]
         return (f"parameter {name} ran to its {'lower' if side == 'min' else 'upper'} bound {b:g}: the data do not "
                 f"identify it (add points over a wider range of x)")
 
@@ -814,11 +833,24 @@ class LogLaw(_Law):
 
     name = "log"
     formula = "y = (log(A * x**alpha))**beta"
+    bound_messages = {
+        ("h", "min"): "the scores do not rise with x (alpha went to 0): the rising law does not describe these "
+                      "points; look for a misaligned pre-training mix, or add repeats if this is noise",
+        ("h", "max"): "the curve bends too sharply to identify (alpha ran to its upper bound): add points at "
+                      "smaller and larger x",
+        ("beta", "min"): "the curvature is not identified (beta ran to its lower bound 0.05): add points at larger "
+                         "x or repeats to cut the noise",
+        ("beta", "max"): "the curvature is not identified (beta ran to its upper bound 20): add points at larger "
+                         "x or repeats to cut the noise",
+        ("log_g", "min"): "the fitted score at the first point ran to 0: check the scores",
+        ("log_g", "max"): "the fitted score at the first point ran to its upper bound: check the scores",
+    }
     param_names = ("A", "alpha", "beta")
     internal_names = ("log_g", "h", "beta")
     huber_delta = 0.1
     direction = +1
     invertible = True
+    noise_model = "additive"
 
     def _prepare(self, X, y):
         return {"log_x0": float(np.log(np.min(X)))}
@@ -900,6 +932,13 @@ class PowerLaw(_Law):
 
     name = "power"
     formula = "y = E + A / x**alpha"
+    bound_messages = {
+        ("alpha", "min"): "the values do not fall with x (alpha went to 0): the falling power law does not "
+                          "describe these points",
+        ("alpha", "max"): "the decay is too fast to identify (alpha ran to its upper bound 5): add points at "
+                          "smaller x",
+        ("E", "max"): "the floor E ran up to the largest value: the points do not fall like a power law",
+    }
     param_names = ("E", "A", "alpha")
     internal_names = ("E", "a", "alpha")
     huber_delta = 1e-3
