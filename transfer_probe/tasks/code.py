@@ -274,6 +274,10 @@ class CodeTask(TextPairTask):
                    **kwargs)
 
     # -- scoring --------------------------------------------------------------------------------
+    def postprocess(self, text: str) -> str:
+        """A greedy generation as scored: cut where the function body ends, indentation kept."""
+        return truncate_completion(text).rstrip()
+
     def score(self, hypotheses: list[str], prepared: PreparedTask, *, bootstrap: int = 0,
               seed: int = 0) -> TaskScores:
         """Exact match, BLEU and chrF of the greedy completions against the reference completions."""
