@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -142,8 +143,31 @@ def special_token_ids(tokenizer: Any, *, is_encoder_decoder: bool) -> tuple[int,
     return int(eos), int(pad)
 
 
+_TOKENIZER_KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def tokenizer_fingerprint(tokenizer: Any) -> str:
-    """A key that identifies a tokenizer's behaviour across processes (not its Python ``id``)."""
+    """A key that identifies a tokenizer's behaviour across processes (not its Python ``id``).
+
+    Hashing a large vocabulary takes tens of milliseconds, so the key is remembered per tokenizer
+    object (weakly: a dropped tokenizer is forgotten)."""
+    # Cheap attributes checked on every call catch the usual mutation (a pad or eos token added).
+    quick = (len(tokenizer), *(getattr(tokenizer, a, None) for a in ("eos_token_id", "pad_token_id", "bos_token_id")))
+    try:
+        seen_quick, key = _TOKENIZER_KEYS[tokenizer]
+        if seen_quick == quick:
+            return key
+    except (KeyError, TypeError):
+        pass
+    key = _tokenizer_fingerprint(tokenizer)
+    try:
+        _TOKENIZER_KEYS[tokenizer] = (quick, key)
+    except TypeError:  # not weak-referenceable or not hashable: recompute next time
+        pass
+    return key
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str:
     h = hashlib.sha1()
     h.update(type(tokenizer).__name__.encode())
     h.update(str(getattr(tokenizer, "name_or_path", "")).encode())
