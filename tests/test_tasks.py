@@ -38,6 +38,7 @@ def test_from_dataset_and_from_hub_on_a_local_directory(tmp_path, translation_pa
                 fh.write(json.dumps({"translation": {"en": s, "fr": t}}) + "\n")
     hub = TranslationTask.from_hub(str(d), source="en", target="fr", finetune_sizes=[8])
     assert hub.test_pairs == translation_pairs["test"] and hub.name == "hubdir:en-fr"
+    assert TranslationTask.from_hub(str(d), source="en", target="fr", task_name="digits").name == "digits"
     with pytest.raises(ValueError, match="no split 'validation'"):
         TranslationTask.from_hub(str(d), source="en", target="fr", test_split="validation")
 

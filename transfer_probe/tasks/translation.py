@@ -100,8 +100,12 @@ class TranslationTask(TextPairTask):
     @classmethod
     def from_hub(cls, path: str, name: str | None = None, source: str = "en", target: str = "de",
                  train_split: str = "train", test_split: str = "test",
-                 load_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> TranslationTask:
+                 load_kwargs: dict[str, Any] | None = None, task_name: str | None = None,
+                 **kwargs: Any) -> TranslationTask:
         """Load through ``datasets.load_dataset(path, name)`` (a Hub id, or a local data directory).
+
+        ``name`` is the data set's configuration, as in ``load_dataset``; the task's own name is
+        ``task_name`` (default ``"<dataset>:<source>-<target>"``).
 
         >>> task = TranslationTask.from_hub("wmt/wmt14", "de-en", source="en", target="de",
         ...                                 test_split="validation", finetune_sizes=[2_000])
@@ -116,7 +120,7 @@ class TranslationTask(TextPairTask):
             if split not in dsd:
                 raise ValueError(f"dataset {path!r} has no split {split!r}; it has {sorted(dsd)}; "
                                  "pass train_split=/test_split=")
-        kwargs.setdefault("name", f"{Path(str(path)).name}:{source}-{target}")
+        kwargs["name"] = task_name or f"{Path(str(path)).name}:{source}-{target}"
         return cls.from_dataset(dsd[train_split], dsd[test_split], source=source, target=target, **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
