@@ -146,12 +146,18 @@ def test_process_executor_skip_policy_and_validation(snap_dir, translation_task,
 class _SlowSteps:
     """A training step that takes a while (as real ones do), with a timeline of steps."""
 
-    def __new__(cls, seconds):
+    def __new__(cls, seconds, probe=None):
         from transformers import TrainerCallback
 
         class SlowSteps(TrainerCallback):
             def __init__(self):
                 self.timeline = []
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                # Start stepping once the probe worker is up (its imports take seconds on a busy
+                # machine), so probes overlap the training steps of this short run.
+                if probe is not None:
+                    assert probe.executor.wait_ready(120)
 
             def on_step_end(self, args, state, control, **kwargs):
                 time.sleep(seconds)
@@ -166,13 +172,13 @@ def test_training_continues_while_probing_and_rotation_cannot_touch_snapshots(
 
     from transfer_probe import TransferProbeCallback
 
-    slow = _SlowSteps(0.15)
     probe = TransferProbeCallback([small_task(translation_files)], on_save=True, executor="process",
                                   executor_options={"max_pending": 8, "num_threads": 1},
                                   finetune=quick_finetune(max_steps=10), seq_len=SEQ_LEN, baseline=False,
                                   end_timeout=300)
+    slow = _SlowSteps(0.25, probe)
     trainer = make_trainer(tiny_gpt2, tiny_tokenizer, lm_examples(tiny_tokenizer, translation_pairs["train"]),
-                           tmp_path, max_steps=12, save_steps=4, save_total_limit=1, callbacks=[slow, probe])
+                           tmp_path, max_steps=12, save_steps=4, save_total_limit=1, callbacks=[probe, slow])
     with caplog.at_level(logging.INFO, logger="transfer_probe"):
         trainer.train()
     recs = [r for r in read_history(tmp_path / "transfer_probe" / "history.jsonl") if r["kind"] == "probe"]

@@ -105,3 +105,18 @@ def test_release_never_touches_foreign_directories(tmp_path):
     (user_dir / "model.safetensors").write_bytes(b"")
     assert release_snapshot(user_dir) is False and user_dir.exists()
     assert release_snapshot(None) is False
+
+
+def test_write_snapshot_from_cpu_copy(tiny_gpt2, tiny_t5, tiny_tokenizer, tmp_path):
+    from transfer_probe.snapshot import write_snapshot
+
+    for model in (tiny_gpt2, tiny_t5):
+        mem = capture_in_memory(model, tokens=99, step=3, tokenizer=tiny_tokenizer)
+        with torch.no_grad():  # training moves on before the writer thread runs: the copy is what's written
+            for p in model.parameters():
+                p.add_(1.0)
+        d = tmp_path / type(model).__name__
+        snap = write_snapshot(mem, d)
+        assert snap.path == d and snap.state_dict is None and (d / "tokenizer.json").is_file()
+        assert _same_weights(snap.load_model(), mem.load_model())
+        assert load_snapshot(d).step == 3

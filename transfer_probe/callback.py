@@ -55,6 +55,8 @@ import inspect
 import logging
 import math
 import numbers
+import queue
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -71,9 +73,9 @@ from transfer_probe.schedule import ProbePoint, ProbeSchedule, TokenCounter
 from transfer_probe.snapshot import (
     Snapshot,
     capture_in_memory,
-    save_snapshot,
     snapshot_from_checkpoint,
     unwrap_model,
+    write_snapshot,
 )
 
 __all__ = ["TransferProbeCallback"]
@@ -194,6 +196,8 @@ class TransferProbeCallback(TrainerCallback):
         # Time the training loop spent inside this callback's events (probe work, snapshots), and
         # the wait for outstanding probes at the end of training (not counted as blocked).
         self.blocked_seconds = 0.0
+        # Where the blocked time went: snapshot, submit, poll, report (log lines, trainer.log), diagnose.
+        self.timing: dict[str, float] = defaultdict(float)
         self.end_wait_seconds = 0.0
         self.records: list[dict] = []  # results seen by this callback in this process
 
@@ -271,6 +275,7 @@ class TransferProbeCallback(TrainerCallback):
         self.history_path = root / HISTORY_FILENAME
         self._history = HistoryWriter(self.history_path)
         self._snapshots_dir = root / "snapshots"
+        self._writer = _SnapshotWriter()
         tokens = self.counter.tokens(state)
         baseline_done = self._resume_from_history(state, tokens)
         self.schedule.start(tokens)
@@ -371,6 +376,7 @@ class TransferProbeCallback(TrainerCallback):
     def _submit(self, point: ProbePoint, step: int, model, checkpoint: Path | None) -> None:
         inner = unwrap_model(model)
         tokens = point.tokens
+        t_snap = time.perf_counter()
         try:
             if getattr(self.executor, "name", "") == "inline":
                 snap = capture_in_memory(inner, tokens=tokens, step=step, tokenizer=self.tokenizer)
@@ -384,14 +390,26 @@ class TransferProbeCallback(TrainerCallback):
                     except ValueError as err:
                         logger.warning("transfer_probe | %s; saving the snapshot from the model instead", err)
                 if snap is None:
-                    snap = save_snapshot(inner, target, tokens=tokens, step=step, tokenizer=self.tokenizer)
+                    # The training thread only pays for a CPU copy; a writer thread writes the
+                    # files and then submits the jobs (in order).
+                    mem = capture_in_memory(inner, tokens=tokens, step=step, tokenizer=self.tokenizer)
+                    sched = self._schedule_info(point)
+                    self._writer.put(mem, target, lambda snap: self.executor.submit(self._jobs(snap, sched)))
+                    self.timing["snapshot"] += time.perf_counter() - t_snap
+                    self._done_steps.add(step)
+                    return
         except Exception as exc:  # a snapshot that cannot be taken must not stop training
             logger.warning("transfer_probe | could not snapshot step %d for probing: %s: %s; skipping this point",
                            step, type(exc).__name__, exc)
             return
-        sched = {"reasons": list(point.reasons), "covered": list(point.covered), "tokens_source": self.counter.method}
-        self.executor.submit(self._jobs(snap, sched))
+        t = time.perf_counter()
+        self.timing["snapshot"] += t - t_snap
+        self.executor.submit(self._jobs(snap, self._schedule_info(point)))
+        self.timing["submit"] += time.perf_counter() - t
         self._done_steps.add(step)
+
+    def _schedule_info(self, point: ProbePoint) -> dict:
+        return {"reasons": list(point.reasons), "covered": list(point.covered), "tokens_source": self.counter.method}
 
     def _jobs(self, snap: Snapshot, schedule: dict) -> list[ProbeJob]:
         return [
@@ -413,6 +431,8 @@ class TransferProbeCallback(TrainerCallback):
                 point, step = self._deferred
                 self._deferred = None
                 self._submit(point, step, kwargs.get("model"), checkpoint=None)
+            self._writer.join()
+            self._writer.close()
             records = self.executor.close(timeout=self.end_timeout)
             self.end_wait_seconds = time.perf_counter() - t
             self._handle(records, state, control)
@@ -435,7 +455,9 @@ class TransferProbeCallback(TrainerCallback):
     def _collect(self, state, control) -> None:
         if self.executor is None:
             return
+        t = time.perf_counter()
         records = self.executor.poll()
+        self.timing["poll"] += time.perf_counter() - t
         if records:
             self._handle(records, state, control)
 
@@ -458,7 +480,9 @@ class TransferProbeCallback(TrainerCallback):
                 logs["transfer_probe/tokens"] = float(tokens or 0)
                 logs["transfer_probe/step"] = float(rec_step or 0)
             self._trainer_log(logs, state)
+        t = time.perf_counter()
         self._diagnose(records, state, control)
+        self.timing["diagnose"] += time.perf_counter() - t
 
     def _log_line(self, rec: dict, step: int) -> None:
         head = f"transfer_probe | {rec.get('task')} D_f={_df(rec)} | tokens {_fmt_tokens(rec.get('tokens'))}"
@@ -549,6 +573,49 @@ class TransferProbeCallback(TrainerCallback):
 
 # ----------------------------------------------------------------------------------------------
 # Helpers
+
+
+class _SnapshotWriter:
+    """Writes in-memory snapshots to directories in a background thread, then hands them on.
+
+    Points are written and submitted in the order they were taken. A failure is logged and skips
+    that point; it never reaches the training loop.
+    """
+
+    def __init__(self):
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def put(self, snapshot: Snapshot, directory: Path, then) -> None:
+        self._queue.put((snapshot, directory, then))
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="transfer_probe-snapshot-writer", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                self._queue.task_done()
+                return
+            snapshot, directory, then = item
+            try:
+                then(write_snapshot(snapshot, directory))
+            except Exception as exc:
+                logger.warning("transfer_probe | could not write the snapshot of step %d (%s: %s); skipping "
+                               "this point", snapshot.step, type(exc).__name__, exc)
+            finally:
+                self._queue.task_done()
+
+    def join(self) -> None:
+        """Wait until every snapshot put so far is written and handed on."""
+        self._queue.join()
+
+    def close(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+        self._thread = None
 
 
 def _check_tasks(tasks: Any) -> list[Any]:

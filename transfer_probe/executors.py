@@ -276,6 +276,7 @@ class ProcessExecutor(Executor):
         self._closing = False
         self._stop = threading.Event()
         self._idle = threading.Condition(self._lock)
+        self._ready = threading.Event()
         self._start_worker()
         self._thread = threading.Thread(target=self._monitor, name="transfer_probe-process-executor", daemon=True)
         self._thread.start()
@@ -285,6 +286,11 @@ class ProcessExecutor(Executor):
     def worker_pid(self) -> int | None:
         proc = self._proc
         return proc.pid if proc is not None else None
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has imported torch/transformers and can take a job (its start-up
+        takes seconds); returns whether it is ready. Never needed for correctness."""
+        return self._ready.wait(timeout)
 
     @property
     def running_job(self) -> Any:
@@ -441,7 +447,9 @@ class ProcessExecutor(Executor):
             msg = None
         if msg is not None:
             kind, job_id = msg[0], msg[1]
-            if kind == "done":
+            if kind == "ready":
+                self._ready.set()
+            elif kind == "done":
                 with self._lock:
                     if self._running and self._running[0] == job_id:
                         self._running = None
@@ -544,6 +552,10 @@ def _worker_main(fd: str, history_path: str, num_threads: str = "0") -> None:
         pass
 
     history = HistoryWriter(history_path)
+    try:
+        conn.send(("ready", os.getpid()))
+    except (OSError, ValueError):
+        return
     while True:
         try:
             msg = conn.recv()

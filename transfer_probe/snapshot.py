@@ -53,6 +53,7 @@ __all__ = [
     "unwrap_model",
     "capture_in_memory",
     "save_snapshot",
+    "write_snapshot",
     "snapshot_from_checkpoint",
     "load_snapshot",
     "release_snapshot",
@@ -227,6 +228,37 @@ def save_snapshot(model, directory: str | os.PathLike, *, tokens: int, step: int
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Snapshot(tokens=int(tokens), step=int(step), params=params, path=directory)
+
+
+def write_snapshot(snapshot: Snapshot, directory: str | os.PathLike) -> Snapshot:
+    """Write an in-memory snapshot (from :func:`capture_in_memory`) to a directory snapshot.
+
+    The slow part of :func:`save_snapshot` (serializing and writing the files) without touching the
+    live model, so it can run in a background thread while training goes on: the training loop
+    only pays for the CPU copy of the weights.
+    """
+    from safetensors.torch import save_file
+
+    if snapshot.state_dict is None or snapshot.config is None:
+        raise ValueError("write_snapshot needs an in-memory snapshot with weights and config")
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(directory)
+    try:
+        tmp.mkdir()
+        # Tied weights were copied apart by the CPU clone; safetensors stores each name once.
+        state = {k: v.contiguous() for k, v in snapshot.state_dict.items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        snapshot.config.save_pretrained(tmp)
+        if snapshot.tokenizer is not None:
+            snapshot.tokenizer.save_pretrained(tmp)
+        _write_marker(tmp, tokens=snapshot.tokens, step=snapshot.step, params=snapshot.params,
+                      source="written from a CPU copy")
+        _finish(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Snapshot(tokens=snapshot.tokens, step=snapshot.step, params=dict(snapshot.params), path=directory)
 
 
 # Files of a checkpoint that are training state, not the model: never needed by a probe.
