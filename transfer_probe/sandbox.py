@@ -247,27 +247,10 @@ def _nobody_can_run(python: str) -> bool:
         return _NOBODY_OK[python]
 
 
-# Runs as PID 1 of the new namespaces, as root, before the program: make every mount read-only
-# except the working directory, check that it worked, then run the Python bootstrap (which drops to
-# ``nobody``). sh stays PID 1 (no exec) so the kernel delivers SIGXCPU/SIGXFSZ to Python normally,
-# and when sh exits every process left in the namespace is killed.
-_NS_SCRIPT = r"""
-W="$1"; shift
-mount --make-rprivate / || exit 97
-mount --bind "$W" "$W" || exit 97
-{expose}
-while read -r _dev m _rest; do
-  m=$(printf '%b' "$m")
-  [ "$m" = "$W" ] && continue
-  mount -o remount,bind,ro "$m" 2>/dev/null
-done < /proc/self/mounts
-if ( : > /.tp_sandbox_rw_check ) 2>/dev/null; then
-  rm -f /.tp_sandbox_rw_check; echo "sandbox: could not make / read-only" >&2; exit 97
-fi
-"$@"
-exit $?
-"""
-
+# PID 1 of the new namespaces: sh, which runs the Python bootstrap as its child. sh stays PID 1
+# (no exec) so the kernel delivers SIGXCPU to Python normally (a namespace's init ignores it), and
+# when sh exits every process left in the namespace is killed.
+_NS_SCRIPT = '"$@"; exit $?'
 
 
 def _interpreter_paths(python: str) -> list[str]:
@@ -275,13 +258,13 @@ def _interpreter_paths(python: str) -> list[str]:
     return sorted(os.path.realpath(p) for p in paths)
 
 
-def _expose_script(python: str, stage: str) -> str:
-    """Shell lines that let ``nobody`` reach the interpreter inside the mount namespace.
+def _expose_plan(python: str) -> list[list[Any]]:
+    """``[[ancestor, [children...]], ...]``: directories others cannot traverse on the way to the
+    interpreter (``/root`` for ``/root/.pyenv/...``), with the children the interpreter needs.
 
-    The interpreter may live under a directory others cannot traverse (``/root/.pyenv`` under a
-    0700 ``/root``). In the sandbox's private mount namespace, such a directory is covered with an
-    empty tmpfs that holds only bind mounts of the subdirectories the interpreter needs, so the
-    program can read the standard library and nothing else of that directory.
+    In the sandbox's private mount namespace each such directory is covered with an empty tmpfs
+    holding only bind mounts of those children, so ``nobody`` can read the standard library and
+    nothing else of that directory.
     """
     blocked: dict[str, set[str]] = {}
     for path in _interpreter_paths(python):
@@ -291,15 +274,7 @@ def _expose_script(python: str, stage: str) -> str:
             if not os.stat(ancestor).st_mode & 0o001:
                 blocked.setdefault(ancestor, set()).add(os.sep + os.sep.join(parts[: i + 1]))
                 break
-    lines = []
-    for n, (ancestor, children) in enumerate(sorted(blocked.items())):
-        kids = sorted(children)
-        for j, child in enumerate(kids):
-            lines.append(f'mkdir -p "{stage}/{n}_{j}" && mount --bind "{child}" "{stage}/{n}_{j}" || exit 97')
-        lines.append(f'mount -t tmpfs -o mode=0755,size=64k tp-sandbox "{ancestor}" || exit 97')
-        for j, child in enumerate(kids):
-            lines.append(f'mkdir -p "{child}" && mount --bind "{stage}/{n}_{j}" "{child}" || exit 97')
-    return "\n".join(lines)
+    return [[a, sorted(c)] for a, c in sorted(blocked.items())]
 
 
 # The Python bootstrap of every sandboxed program (``python -I -S -c``). Reads its settings and the
@@ -309,6 +284,55 @@ _BOOTSTRAP = r"""
 import os, sys, resource, json
 cfg = json.loads(sys.stdin.readline())
 source = sys.stdin.read()
+if cfg["ns"]:
+    # Inside fresh mount/network/PID namespaces, still root: direct mount(2) calls (no process per
+    # mount) make every mount read-only except the working directory, then privileges are dropped.
+    import ctypes, re
+    libc = ctypes.CDLL(None, use_errno=True)
+    RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+    def mnt(src, target, fstype, flags, data=None):
+        enc = lambda x: None if x is None else x.encode()
+        if libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), target)
+    try:
+        W, stage = cfg["work"], cfg["ns"]["stage"]
+        mnt(None, "/", None, REC | PRIVATE)
+        mnt(W, W, None, BIND)
+        for n, (ancestor, children) in enumerate(cfg["ns"]["expose"]):
+            staged = []
+            for j, child in enumerate(children):
+                st = os.path.join(stage, "%d_%d" % (n, j))
+                os.makedirs(st)
+                mnt(child, st, None, BIND)
+                staged.append((st, child))
+            mnt("tp-sandbox", ancestor, "tmpfs", 0, "mode=0755,size=64k")
+            for st, child in staged:
+                os.makedirs(child, exist_ok=True)
+                mnt(st, child, None, BIND)
+        with open("/proc/self/mounts") as fh:
+            mounts = [line.split() for line in fh]
+        for fields in mounts:
+            target = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+            opts = fields[3].split(",")
+            if target == W or "ro" in opts:
+                continue
+            keep = (NOSUID if "nosuid" in opts else 0) | (NODEV if "nodev" in opts else 0) | (NOEXEC if "noexec" in opts else 0)
+            try:
+                mnt(None, target, None, REMOUNT | BIND | RDONLY | keep)
+            except OSError:
+                pass  # hidden or special mounts; / itself is checked below
+        try:
+            open("/.tp_sandbox_rw_check", "w").close()
+        except OSError:
+            pass
+        else:
+            os.remove("/.tp_sandbox_rw_check")
+            raise OSError("could not make / read-only")
+    except OSError as e:
+        sys.stderr.write("sandbox: namespace setup failed: %s\n" % (e,))
+        sys.exit(97)
+    del libc, mnt
 def _limit(name, value):
     if value is not None:
         resource.setrlimit(getattr(resource, name), (value, value))
@@ -488,14 +512,14 @@ class Sandbox:
             "fsize": int(self.max_output_bytes), "nofile": int(self.max_open_files),
             # RLIMIT_NPROC counts every process of the user: only meaningful for a dedicated user.
             "nproc": int(self.max_processes) if uid is not None else None,
+            "ns": None,
         }
         env = dict(_CLEAN_ENV, HOME=work, TMPDIR=work)
         py = [self.python, "-I", "-S", "-c", _BOOTSTRAP]
         if self._namespaces:
-            stage = os.path.join(root, "stage")
-            script = _NS_SCRIPT.replace("{expose}", _expose_script(self.python, stage))
-            cmd = [shutil.which("unshare") or "unshare", *_UNSHARE_ARGS, "--", "/bin/sh", "-c", script,
-                   "sandbox", work, *py]
+            cfg["ns"] = {"stage": os.path.join(root, "stage"), "expose": _expose_plan(self.python)}
+            cmd = [shutil.which("unshare") or "unshare", *_UNSHARE_ARGS, "--", "/bin/sh", "-c", _NS_SCRIPT,
+                   "sandbox", *py]
             env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
         else:
             cmd = py
