@@ -403,7 +403,7 @@ def _huber_cost(r: np.ndarray, delta: float | None) -> np.ndarray:
     return np.sum(np.where(a <= delta, r * r, 2 * delta * a - delta * delta), axis=-1)
 
 
-def _lm_fit(resid, jac, theta0, lo, hi, f_scale, max_iter=200, tol=1e-10):
+def _lm_fit(resid, jac, theta0, lo, hi, f_scale, max_iter=100, tol=1e-8):
     """Projected Levenberg-Marquardt on the Huber objective by iteratively reweighted least squares.
 
     A few dozen numpy operations per step: far cheaper than a scipy call for 3-5 parameters, which
@@ -597,13 +597,16 @@ class _Law:
         order = np.argsort(cost)[: self.options["n_starts"]]
         # 2) polish the best few (plain least squares first: it converges in a few steps and puts the
         #    Huber fit, which is slow from far away in its L1-like regime, next to its optimum)
+        # a short run from each candidate, then the leader runs to convergence
         best, best_cost = None, np.inf
         for i in order:
             if not np.isfinite(cost[i]):
                 continue
-            th, c, _ = _lm_fit(resid, jac, starts[i], lo, hi, f_scale)
+            th, c, _ = _lm_fit(resid, jac, starts[i], lo, hi, f_scale, max_iter=12 if len(order) > 1 else 100)
             if np.isfinite(c) and c < best_cost:
                 best, best_cost = th, c
+        if best is not None and len(order) > 1:
+            best, best_cost, _ = _lm_fit(resid, jac, best, lo, hi, f_scale)
         if best is None:
             return self._failed(X, y, notes, "the optimizer found no finite solution from any starting point; "
                                              "check that y is positive and moves with x")
