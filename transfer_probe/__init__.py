@@ -33,10 +33,11 @@ _LAZY = {
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transfer_probe.callback import TransferProbeCallback
-    from transfer_probe.hookspecs import hookimpl
-    from transfer_probe.probe import FinetuneConfig
-    from transfer_probe.tasks import CodeTask, TranslationTask
+    from transfer_probe.callback import TransferProbeCallback as TransferProbeCallback
+    from transfer_probe.hookspecs import hookimpl as hookimpl
+    from transfer_probe.probe import FinetuneConfig as FinetuneConfig
+    from transfer_probe.tasks import CodeTask as CodeTask
+    from transfer_probe.tasks import TranslationTask as TranslationTask
 
 
 def __getattr__(name: str) -> Any:

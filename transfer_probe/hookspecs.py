@@ -38,7 +38,7 @@ def register_tasks(register: Register) -> None:
     """Register downstream task types by name (``"translation"``, ``"code"``, ...).
 
     A task type is a class following the ``transfer_probe.tasks.Task`` protocol; the CLI's
-    ``--task TYPE:...`` and configuration files name it.
+    ``--task-type`` names it.
     """
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pwd
 import secrets
 import shutil
 import signal
@@ -48,6 +47,11 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+try:  # POSIX only; the pass@k estimator below works everywhere
+    import pwd
+except ImportError:  # pragma: no cover - Windows
+    pwd = None  # type: ignore[assignment]
 
 __all__ = [
     "ALLOW_ENV",
@@ -212,7 +216,7 @@ def namespace_isolation_available() -> bool:
 
 
 def _probe_namespaces() -> bool:
-    if sys.platform != "linux" or os.geteuid() != 0:
+    if sys.platform != "linux" or pwd is None or os.geteuid() != 0:
         return False
     unshare = shutil.which("unshare")
     if unshare is None or shutil.which("mount") is None:
@@ -335,7 +339,12 @@ if cfg["ns"]:
     del libc, mnt
 def _limit(name, value):
     if value is not None:
-        resource.setrlimit(getattr(resource, name), (value, value))
+        try:
+            resource.setrlimit(getattr(resource, name), (value, value))
+        except (ValueError, OSError, AttributeError):
+            if sys.platform.startswith("linux"):
+                raise  # on Linux every limit must hold; macOS does not enforce RLIMIT_AS
+
 _limit("RLIMIT_AS", cfg["memory"])
 resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu"], cfg["cpu"] + 1))
 _limit("RLIMIT_FSIZE", cfg["fsize"])
@@ -443,6 +452,9 @@ class Sandbox:
 
     def __post_init__(self) -> None:
         _require_opt_in(self.allow_code_execution, "The code sandbox (pass@k)")
+        if os.name != "posix" or pwd is None:
+            raise RuntimeError("the code sandbox needs a POSIX system (Linux, or macOS with fewer limits); "
+                               f"this is {sys.platform}")
         if self.isolation not in ("auto", "namespace", "process"):
             raise ValueError(f"isolation must be 'auto', 'namespace' or 'process', not {self.isolation!r}")
         if not self.timeout > 0:
