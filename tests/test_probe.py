@@ -199,5 +199,10 @@ def test_baseline_snapshot_and_bad_settings(tiny_gpt2, make_snapshot, translatio
         with pytest.raises(ValueError, match="precision='fp16' needs a CUDA device"):
             run_probe(ProbeJob(snapshot=base, task=translation_task, finetune_size=64,
                                config=replace(fast_finetune, max_steps=2, precision="fp16")))
+    # bf16 autocast on CPU (explicit; "auto" keeps fp32 on CPU) and beam search both run and are recorded.
+    rec = run_probe(ProbeJob(snapshot=base, task=translation_task, finetune_size=64,
+                             config=replace(fast_finetune, max_steps=2, bootstrap=0, precision="bf16", num_beams=2)))
+    assert rec["finetune"]["precision"] == "bf16" and math.isfinite(rec["finetune"]["train_loss"])
+    assert rec["metric_signatures"]["generation"].startswith("beam:2|max_new_tokens:")
     with pytest.raises(ValueError, match="D_f=5000 is larger"):
         run_probe(ProbeJob(snapshot=base, task=translation_task, finetune_size=5000, config=fast_finetune))

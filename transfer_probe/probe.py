@@ -35,8 +35,8 @@ from typing import Any
 
 from transfer_probe.snapshot import Snapshot
 
-__all__ = ["FinetuneConfig", "ProbeJob", "run_probe", "failed_record", "greedy_generate", "isolated_state",
-           "FinetuneDiverged"]
+__all__ = ["FinetuneConfig", "ProbeJob", "run_probe", "failed_record", "greedy_generate", "beam_generate",
+           "isolated_state", "FinetuneDiverged"]
 
 CE_SIGNATURE = "teacher-forced|target-tokens+eos|token-weighted-mean|unit:nats"
 
@@ -328,6 +328,38 @@ def greedy_generate(model, prompts: Sequence[Sequence[int]], *, eos_token_id: in
     return out
 
 
+def beam_generate(model, prompts: Sequence[Sequence[int]], *, eos_token_id: int, pad_token_id: int,
+                  max_new_tokens: int, num_beams: int, batch_size: int = 64,
+                  decoder_start_token_id: int | None = None, device: Any = None) -> list[list[int]]:
+    """Beam search through ``model.generate`` on length-sorted batches (same output contract as
+    :func:`greedy_generate`)."""
+    import torch
+
+    from transfer_probe.metrics import _pad
+
+    is_ed = bool(getattr(model.config, "is_encoder_decoder", False))
+    device = device or next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    extra = {"decoder_start_token_id": decoder_start_token_id} if is_ed and decoder_start_token_id is not None else {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for b in range(0, len(order), batch_size):
+                idx = order[b: b + batch_size]
+                ids, mask = _pad([list(prompts[i]) for i in idx], pad_token_id, device, left=not is_ed)
+                gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     num_beams=num_beams, do_sample=False, eos_token_id=eos_token_id,
+                                     pad_token_id=pad_token_id, **extra)
+                gen = gen[:, 1:] if is_ed else gen[:, ids.shape[1]:]
+                for i, row in zip(idx, _cut(gen.tolist(), eos_token_id), strict=True):
+                    out[i] = row
+    finally:
+        model.train(was_training)
+    return out
+
+
 def _cut(rows, eos_token_id: int) -> list[list[int]]:
     res = []
     for row in rows:
@@ -466,10 +498,14 @@ def run_probe(job: ProbeJob) -> dict:
         timing["cross_entropy"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        gen = greedy_generate(
-            model, prepared.prompts, eos_token_id=prepared.eos_token_id, pad_token_id=prepared.pad_token_id,
-            max_new_tokens=cfg.max_new_tokens or prepared.max_new_tokens, batch_size=cfg.eval_batch_size,
-            decoder_start_token_id=prepared.decoder_start_token_id, device=device)
+        max_new = cfg.max_new_tokens or prepared.max_new_tokens
+        gen_args = dict(eos_token_id=prepared.eos_token_id, pad_token_id=prepared.pad_token_id,
+                        max_new_tokens=max_new, batch_size=cfg.eval_batch_size,
+                        decoder_start_token_id=prepared.decoder_start_token_id, device=device)
+        if cfg.num_beams > 1:
+            gen = beam_generate(model, prepared.prompts, num_beams=cfg.num_beams, **gen_args)
+        else:
+            gen = greedy_generate(model, prepared.prompts, **gen_args)
         post = getattr(task, "postprocess", None) or str.strip
         hypotheses = [post(h) for h in tokenizer.batch_decode(gen, skip_special_tokens=True)]
         timing["generation"] = time.perf_counter() - t
@@ -495,6 +531,8 @@ def run_probe(job: ProbeJob) -> dict:
         ci["cross_entropy"] = list(ce.ci)
     signatures = dict(scores.metric_signatures)
     signatures["cross_entropy"] = CE_SIGNATURE
+    signatures["generation"] = (f"{'greedy' if cfg.num_beams <= 1 else f'beam:{cfg.num_beams}'}"
+                                f"|max_new_tokens:{max_new}|stop:eos")
     if model_scores is not None:
         metrics.update(model_scores.metrics)
         ci.update(model_scores.metrics_ci)
