@@ -374,3 +374,12 @@ def test_fit_rows_history_aggregates_repeats_and_weights(tmp_path):
 def test_laws_module_imports_no_torch():
     code = "import sys, transfer_probe.laws; sys.exit(int(any(m in sys.modules for m in ('torch', 'transformers'))))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_fit_rows_chinchilla_table_takes_params_column():
+    rows = [{"params": n, "tokens": d, "loss": 1.8 + 480 / n**0.35 + 2000 / d**0.37}
+            for n in np.geomspace(1e7, 1e10, 4) for d in np.geomspace(1e9, 1e12, 4)]
+    fit = fit_rows(rows, x="tokens", y="loss", law="chinchilla", n_bootstrap=10)
+    assert fit.params["alpha"] == pytest.approx(0.35, rel=1e-3)
+    with pytest.raises(ValueError, match=r"two x columns, e.g. x=\(\"finetune_size\", \"params\"\)"):
+        fit_rows(rows, x="tokens", y="loss", law="transfer")

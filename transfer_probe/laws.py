@@ -1399,9 +1399,16 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
     if _is_history(rows):
         return _fit_history(rows, x, y, law, law_cls, task=task, finetune_size=finetune_size, weights=weights,
                             at_tokens=at_tokens, **options)
+    available = sorted({k for r in rows for k in r})
+    if getattr(law_cls, "ndim", 1) == 2 and isinstance(x, str):
+        if law_cls is ChinchillaLaw and "params" in available and x != "params":
+            x = ("params", x)  # the CLI's --x names the token column; the size column is "params"
+        else:
+            hint = '("params", "tokens")' if law_cls is ChinchillaLaw else '("finetune_size", "params")'
+            raise ValueError(f"the {law} law takes two x columns, e.g. x={hint}; available columns: "
+                             f"{', '.join(available)}")
     names = [x] if isinstance(x, str) else list(x)
     cols = names + [y] + ([sigma] if sigma else [])
-    available = sorted({k for r in rows for k in r})
     for c in cols:
         if not any(c in r for r in rows):
             raise ValueError(f"column {c!r} not found; available columns: {', '.join(available)}")
