@@ -22,7 +22,7 @@ def history_records(tokens=None, *, repeats=2, noise=0.4, seed=0, task="en-fr", 
     for step, t in enumerate(tokens, 1):
         bleu = float(log_law(t))
         if misaligned_after is not None and t > misaligned_after:
-            bleu = float(log_law(misaligned_after)) - 4.0 * np.log10(t / misaligned_after) * 3
+            bleu = max(0.5, float(log_law(misaligned_after)) - 4.0 * np.log10(t / misaligned_after))
         ce = float(power_law(t))
         for r in range(repeats):
             recs.append({
@@ -30,7 +30,7 @@ def history_records(tokens=None, *, repeats=2, noise=0.4, seed=0, task="en-fr", 
                 "tokens": float(t), "params": {"non_embedding": 400_000, "total": 700_000},
                 "task": task, "finetune_size": {"examples": df, "tokens": df * 12}, "pretrained": True,
                 "status": "ok", "repeat": r,
-                "metrics": {"bleu": bleu + rng.normal(0, noise), "chrf": 2 * bleu + rng.normal(0, noise),
+                "metrics": {"bleu": max(0.0, bleu + rng.normal(0, noise)), "chrf": 2 * bleu + rng.normal(0, noise),
                             "cross_entropy": ce + rng.normal(0, 0.002)},
                 "metrics_ci": {"bleu": [bleu - 1.0, bleu + 1.0]},
                 "metric_signatures": {"bleu": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"},

@@ -213,17 +213,16 @@ def _plot(points, base_points, fit, metric, label, budget, target, verdict_recs,
     ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), fmt="o", color="#0969da", capsize=3,
                 label="probe (mean ± s.e.)", zorder=3)
     xmax = max(x.max(), budget or 0)
-    if fit is not None:
+    if fit is not None and fit.ok:
         grid = np.geomspace(x.min(), xmax * 1.05, 200)
-        style = "-" if fit.ok else ":"
-        try:
-            mean, low, high = fit.predict(grid, interval=0.9)
-            mean, low, high = (np.asarray(v, dtype=float) for v in (mean, low, high))
-            ax.plot(grid, mean, style, color="#cf222e", label=f"{'fit' if fit.ok else 'fit (not trusted)'}")
-            if fit.ok and np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
-                ax.fill_between(grid, low, high, color="#cf222e", alpha=0.15, label="90% prediction band")
-        except Exception:
-            pass
+        mean, low, high = (np.asarray(v, dtype=float) for v in fit.predict(grid, interval=0.9))
+        ax.plot(grid, mean, "-", color="#cf222e", label="fitted law")
+        if np.all(np.isfinite(low)) and np.all(np.isfinite(high)):
+            ax.fill_between(grid, low, high, color="#cf222e", alpha=0.15, label="90% prediction band")
+    elif fit is not None:
+        # An untrusted fit is not drawn: a curve would look like a claim. Say why instead.
+        ax.text(0.02, 0.02, "law not drawn: fit not trusted", transform=ax.transAxes, fontsize=7,
+                color="#a40e26", va="bottom")
     bp = [p for p in base_points if metric in p["mean"]]
     if bp:
         b = bp[0]["mean"][metric]
