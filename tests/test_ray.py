@@ -7,6 +7,7 @@ its ``transfer_probe`` entry point, exactly as an installed third-party plugin w
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -41,18 +42,27 @@ def ray_plugin_dir(tmp_path_factory):
     return target
 
 
-@pytest.fixture
-def ray_executor_cls(ray_plugin_dir, monkeypatch):
-    monkeypatch.syspath_prepend(str(ray_plugin_dir))
+@pytest.fixture(scope="module")
+def ray_executor_cls(ray_plugin_dir):
+    """The plugin discovered through its entry point, and one local Ray instance for the module."""
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(ray_plugin_dir))
     # Ray workers inherit the driver's environment: they import the plugin from the same place.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ray_plugin_dir), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setenv(plugins.ENV_PLUGINS, "transfer-probe-ray")
+    mp.setenv("PYTHONPATH", os.pathsep.join([str(ray_plugin_dir), os.environ.get("PYTHONPATH", "")]))
+    mp.setenv(plugins.ENV_PLUGINS, "transfer-probe-ray")
     plugins.load_plugins(reload=True)
-    yield plugins.get_executor("ray")
-    monkeypatch.undo()
-    plugins._reset_for_tests()
-    for mod in [m for m in sys.modules if m.startswith("transfer_probe_ray")]:
-        sys.modules.pop(mod, None)
+    # One local Ray for the module (starting one costs 10-15 s here); executors built with
+    # address=None join it and leave it running.
+    ray.init(num_cpus=2, object_store_memory=100 << 20, include_dashboard=False, log_to_driver=False)
+    try:
+        yield plugins.get_executor("ray")
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        mp.undo()
+        plugins._reset_for_tests()
+        for mod in [m for m in sys.modules if m.startswith("transfer_probe_ray")]:
+            sys.modules.pop(mod, None)
 
 
 def test_ray_executor_runs_probes_on_a_local_ray(ray_executor_cls, tmp_path, tiny_gpt2, make_snapshot,
@@ -67,8 +77,7 @@ def test_ray_executor_runs_probes_on_a_local_ray(ray_executor_cls, tmp_path, tin
     assert listed["ray"]["registered"] == {"executor": ["ray"]}
 
     history = tmp_path / "history.jsonl"
-    ex = ray_executor_cls(history, address=None, num_gpus_per_probe=0, num_cpus_per_probe=1, max_pending=3,
-                          init_options={"num_cpus": 2, "object_store_memory": 100 << 20})
+    ex = ray_executor_cls(history, address=None, num_gpus_per_probe=0, num_cpus_per_probe=1, max_pending=3)
     try:
         config = dataclasses.replace(fast_finetune, max_steps=4, bootstrap=0, num_threads=1)
         mem = make_snapshot(tiny_gpt2, tokens=1000, step=10)
@@ -114,6 +123,31 @@ def test_ray_executor_runs_probes_on_a_local_ray(ray_executor_cls, tmp_path, tin
     finally:
         if not ex._closing:
             ex.close(timeout=0)
-        if ray.is_initialized():
-            ray.shutdown()
-    assert not ray.is_initialized()  # the local Ray started for the run is stopped
+    assert not ex._started_ray and ray.is_initialized()  # joined the running Ray: not ours to stop
+
+
+def test_callback_takes_the_ray_executor_and_a_sink_by_name(ray_executor_cls, tmp_path, tiny_gpt2, tiny_tokenizer,
+                                                           translation_pairs, translation_files):
+    """A real Trainer run: ``executor="ray"`` and ``sinks=["jsonl:..."]`` resolve through the plugins."""
+    from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, small_task
+
+    from transfer_probe import TransferProbeCallback
+    from transfer_probe.history import read_history
+
+    events = tmp_path / "events.jsonl"
+    probe = TransferProbeCallback(
+        [small_task(translation_files)], every_tokens=2 * 4 * SEQ_LEN, seq_len=SEQ_LEN, baseline=False,
+        finetune=quick_finetune(), executor="ray", executor_options={"num_cpus_per_probe": 1},
+        sinks=[f"jsonl:{events}"], end_timeout=120,
+    )
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, lm_examples(tiny_tokenizer, translation_pairs["train"]),
+                           tmp_path, callbacks=[probe], max_steps=4)
+    trainer.train()
+    assert type(probe.executor).__name__ == "RayExecutor" and ray.is_initialized()  # not ours to stop
+    recs = [r for r in read_history(tmp_path / "transfer_probe" / "history.jsonl") if r.get("kind") == "probe"]
+    assert sorted(r["step"] for r in recs) == [2, 4]
+    for r in recs:
+        assert r["status"] == "ok", r.get("error")
+        assert r["executor"]["name"] == "ray" and r["executor"]["pid"] != os.getpid()
+    sent = [json.loads(line) for line in events.read_text().splitlines()]
+    assert sorted(e["data"]["step"] for e in sent if e["event"] == "record") == [2, 4]
