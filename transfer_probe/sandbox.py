@@ -27,7 +27,9 @@ process also gets operating-system isolation that does not rely on Python: new n
 interface but a downed loopback), PID, IPC and mount namespaces, every mount remounted read-only
 except the working directory, and the user ``nobody`` with a process-count limit (``RLIMIT_NPROC``)
 so a fork loop is bounded. Elsewhere the ``"process"`` isolation keeps the limits and the
-Python-level guard. ``Sandbox.isolation`` says which one is in force, and
+Python-level guard, and runs as ``nobody`` when started as root and ``nobody`` can read the
+interpreter (else as the calling user: then only the limits and the guard stand between the program
+and the machine; :attr:`Sandbox.user` says which). ``Sandbox.isolation`` says which one is in force, and
 :attr:`Sandbox.signature` travels with every pass@k number.
 """
 
@@ -480,9 +482,17 @@ class Sandbox:
         return "namespace" if self._namespaces else "process"
 
     @property
+    def user(self) -> str:
+        """Who the programs run as: ``nobody``, ``root`` (root without namespaces, when ``nobody``
+        cannot read the interpreter: only the limits and the Python guard apply), or ``self``."""
+        if os.geteuid() != 0:
+            return "self"
+        return "nobody" if self._namespaces or _nobody_can_run(self.python) else "root"
+
+    @property
     def signature(self) -> str:
         """Every setting that can change a pass@k number, in sacrebleu's signature style."""
-        return (f"sandbox:{self.mode}|guard:{'yes' if self.python_guard else 'no'}|timeout:{self.timeout:g}"
+        return (f"sandbox:{self.mode}|user:{self.user}|guard:{'yes' if self.python_guard else 'no'}|timeout:{self.timeout:g}"
                 f"|cpu:{self.cpu_seconds}|mem:{self.memory_mb}M|out:{self.max_output_bytes}"
                 f"|python:{sys.version_info.major}.{sys.version_info.minor}")
 
