@@ -206,3 +206,38 @@ def test_baseline_snapshot_and_bad_settings(tiny_gpt2, make_snapshot, translatio
     assert rec["metric_signatures"]["generation"].startswith("beam:2|max_new_tokens:")
     with pytest.raises(ValueError, match="D_f=5000 is larger"):
         run_probe(ProbeJob(snapshot=base, task=translation_task, finetune_size=5000, config=fast_finetune))
+
+
+def _other_arch(name, vocab):
+    import transformers as T
+
+    torch.manual_seed(0)
+    if name == "llama":  # rotary positions: left-padded prompts need position ids from the mask
+        return T.LlamaForCausalLM(T.LlamaConfig(
+            vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=128, eos_token_id=1, pad_token_id=0))
+    if name == "bloom":  # ALiBi: no position ids at all
+        return T.BloomForCausalLM(T.BloomConfig(vocab_size=vocab, hidden_size=64, n_layer=1, n_head=4,
+                                                eos_token_id=1, pad_token_id=0))
+    return T.BartForConditionalGeneration(T.BartConfig(  # decoder starts with eos, not pad
+        vocab_size=vocab, d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=128,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1, decoder_start_token_id=1, forced_eos_token_id=None))
+
+
+@pytest.mark.parametrize("name", ["llama", "bloom", "bart"])
+def test_greedy_generate_matches_generate_on_other_architectures(name, translation_task, tiny_tokenizer):
+    model = _other_arch(name, len(tiny_tokenizer))
+    p = translation_task.prepare(tiny_tokenizer, model.config)
+    prompts = p.prompts[:8]
+    ours = greedy_generate(model, prompts, eos_token_id=p.eos_token_id, pad_token_id=p.pad_token_id,
+                           max_new_tokens=6, batch_size=3, decoder_start_token_id=p.decoder_start_token_id)
+    from transfer_probe.metrics import _pad
+
+    ids, mask = _pad(prompts, p.pad_token_id, "cpu", left=not p.is_encoder_decoder)
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                             eos_token_id=p.eos_token_id, pad_token_id=p.pad_token_id)
+    out = out[:, 1:] if p.is_encoder_decoder else out[:, ids.shape[1]:]
+    assert ours == [row[: row.index(p.eos_token_id)] if p.eos_token_id in row else row for row in out.tolist()]

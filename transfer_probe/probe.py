@@ -368,15 +368,18 @@ def _cut(rows, eos_token_id: int) -> list[list[int]]:
     return res
 
 
-def _cache_kwarg(model) -> str:
-    # transformers >= 5.2x renamed ``past_key_values`` to ``cache`` (the old name warns, then goes).
+def _forward_params(model) -> set[str]:
     import inspect
 
     try:
-        params = inspect.signature(model.forward).parameters
+        return set(inspect.signature(model.forward).parameters)
     except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+        return set()
+
+
+def _cache_kwarg(model) -> str:
+    # transformers >= 5.2x renamed ``past_key_values`` to ``cache`` (the old name warns, then goes).
+    return "cache" if "cache" in _forward_params(model) else "past_key_values"
 
 
 def _out_cache(output):
@@ -390,11 +393,15 @@ def _greedy_dec(model, batch, eos, pad, max_new, device):
     from transfer_probe.metrics import _pad
 
     ids, mask = _pad(batch, pad, device, left=True)
+    # Left padding: positions count from each prompt's first real token. Models without position
+    # ids (ALiBi, e.g. BLOOM) derive what they need from the attention mask.
+    with_pos = "position_ids" in _forward_params(model)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache_kw = _cache_kwarg(model)
     n = ids.shape[0]
     done = torch.zeros(n, dtype=torch.bool, device=device)
     steps = []
-    o = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    o = model(input_ids=ids, attention_mask=mask, use_cache=True, **({"position_ids": pos} if with_pos else {}))
     for _ in range(max_new):
         nxt = o.logits[:, -1].argmax(-1)
         nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
@@ -404,8 +411,8 @@ def _greedy_dec(model, batch, eos, pad, max_new, device):
             break
         mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
         pos = pos[:, -1:] + 1
-        o = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                  use_cache=True, **{_cache_kwarg(model): _out_cache(o)})
+        o = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True,
+                  **({"position_ids": pos} if with_pos else {}), **{cache_kw: _out_cache(o)})
     return _cut(torch.stack(steps, 1).tolist(), eos) if steps else [[] for _ in batch]
 
 
