@@ -241,3 +241,16 @@ def test_greedy_generate_matches_generate_on_other_architectures(name, translati
                              eos_token_id=p.eos_token_id, pad_token_id=p.pad_token_id)
     out = out[:, 1:] if p.is_encoder_decoder else out[:, ids.shape[1]:]
     assert ours == [row[: row.index(p.eos_token_id)] if p.eos_token_id in row else row for row in out.tolist()]
+
+
+def test_half_precision_checkpoint_is_finetuned_in_fp32(tiny_gpt2, tiny_tokenizer, translation_task, fast_finetune,
+                                                        tmp_path):
+    from transfer_probe.snapshot import Snapshot, count_parameters
+
+    tiny_gpt2.to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")
+    snap = Snapshot(tokens=1, step=1, params=count_parameters(tiny_gpt2), path=tmp_path / "ckpt",
+                    tokenizer=tiny_tokenizer)
+    assert next(snap.load_model().parameters()).dtype == torch.bfloat16
+    rec = run_probe(ProbeJob(snapshot=snap, task=translation_task, finetune_size=64,
+                             config=replace(fast_finetune, max_steps=3, bootstrap=0)))
+    assert rec["status"] == "ok" and math.isfinite(rec["finetune"]["train_loss"])

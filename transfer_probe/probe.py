@@ -472,6 +472,8 @@ def run_probe(job: ProbeJob) -> dict:
     executors turn the exception into a record with :func:`failed_record`. The caller's RNG
     streams, thread count, grad mode and accelerate state are left as they were.
     """
+    import torch
+
     from transfer_probe.metrics import BOOTSTRAP_SIGNATURE, bootstrap_ratio, target_cross_entropy
 
     t0 = time.perf_counter()
@@ -493,6 +495,10 @@ def run_probe(job: ProbeJob) -> dict:
     timing: dict[str, float] = {}
     with isolated_state(device=cfg.device, num_threads=cfg.num_threads):
         model = job.snapshot.load_model(seed=cfg.seed)
+        if any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+            # A checkpoint saved in half precision: fine-tune fp32 master weights under autocast
+            # (the Trainer's fp16 grad scaler refuses fp16 weights, and bf16 AdamW updates round away).
+            model = model.float()
         ft = _finetune(model, train, prepared.pad_token_id, cfg, job.seed)
         timing["finetune"] = ft["seconds"]
         device = next(model.parameters()).device
