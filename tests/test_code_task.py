@@ -197,7 +197,7 @@ def toy_code_task():
     test = [(p["prompt"], p["canonical_solution"]) for p in problems]
     return CodeTask(train, test, problems=problems, finetune_sizes=[8, 48], n_samples=4, pass_k=[1, 2, 4],
                     temperature=0.5, allow_code_execution=True, name="toy-code",
-                    sandbox_options={"timeout": 5, "memory_mb": 512})
+                    sandbox_options={"timeout": 5, "memory_mb": 512}, sandbox_workers=2)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])

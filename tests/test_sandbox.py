@@ -225,7 +225,7 @@ def test_evaluate_pass_at_k_with_a_misbehaving_sample():
         ["    return a + b\n", "    return a - b\n", "    while True:\n        pass\n", "    return b + a\n"],
         ["    return a - b\n", "    import os\n    os.kill(os.getppid(), 9)\n", "    return 2\n", "    return 0\n"],
     ]
-    out = evaluate_pass_at_k([ADD, sub], completions, ks=[1, 2, 4, 8], sandbox=box)
+    out = evaluate_pass_at_k([ADD, sub], completions, ks=[1, 2, 4, 8], sandbox=box, workers=2)
     assert out["passed"] == [2, 2] and out["n"] == 4
     assert out["statuses"][0][2] in ("cpu_limit", "timeout")
     assert out["pass@1"] == pytest.approx(0.5)

@@ -136,13 +136,14 @@ def humaneval_program(problem: Mapping[str, Any], completion: str) -> str:
 
 def evaluate_pass_at_k(problems: Sequence[Mapping[str, Any]], completions: Sequence[Sequence[str]],
                        ks: Iterable[int] = (1,), *, sandbox: Sandbox | None = None,
-                       allow_code_execution: bool | None = None) -> dict[str, Any]:
+                       allow_code_execution: bool | None = None, workers: int = 1) -> dict[str, Any]:
     """Run every completion of every HumanEval-format problem in the sandbox and estimate pass@k.
 
     ``completions[i]`` are the n samples for ``problems[i]``. Returns ``{"pass@k": mean over problems
     for each k <= n, "n": n, "passed": per-problem pass counts, "statuses": per-problem status lists,
     "signature": the sandbox's signature, "seconds": total}``. A program that loops, eats memory,
-    or misbehaves is a failed sample; the evaluation always goes on.
+    or misbehaves is a failed sample; the evaluation always goes on. ``workers`` programs run at
+    once (each in its own sandbox).
 
     >>> problem = {"task_id": "t/0", "prompt": "def add(a, b):\\n", "entry_point": "add",
     ...            "test": "def check(f):\\n    assert f(2, 3) == 5\\n", "canonical_solution": "    return a + b\\n"}
@@ -156,8 +157,10 @@ def evaluate_pass_at_k(problems: Sequence[Mapping[str, Any]], completions: Seque
         sandbox = Sandbox(allow_code_execution=allow_code_execution)
     t0 = time.perf_counter()
     passed, statuses = [], []
-    for problem, samples in zip(problems, completions, strict=True):
-        results = [sandbox.check(problem, c) for c in samples]
+    programs = [humaneval_program(p, c) for p, samples in zip(problems, completions, strict=True) for c in samples]
+    flat = iter(sandbox.run_many(programs, workers=workers))
+    for samples in completions:
+        results = [next(flat) for _ in samples]
         statuses.append([r.status for r in results])
         passed.append(sum(r.passed for r in results))
     ns = [len(c) for c in completions]
@@ -508,8 +511,15 @@ class Sandbox:
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
-    def run_many(self, sources: Iterable[str]) -> list[ExecutionResult]:
-        return [self.run(s) for s in sources]
+    def run_many(self, sources: Iterable[str], *, workers: int = 1) -> list[ExecutionResult]:
+        """Run several programs, ``workers`` at a time (each in its own sandbox); results in order."""
+        sources = list(sources)
+        if workers <= 1 or len(sources) <= 1:
+            return [self.run(s) for s in sources]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="tp-sandbox") as pool:
+            return list(pool.map(self.run, sources))
 
     def check(self, problem: Mapping[str, Any], completion: str) -> ExecutionResult:
         """Run a HumanEval-format problem's tests against one completion."""

@@ -53,7 +53,8 @@ class CodeTask(TextPairTask):
     "{target}"``), loss on the completion; encoder-decoder models encode the prompt.
     ``problems`` (optional) is one HumanEval-format dict (or ``None``) per test pair: where present,
     pass@k for each ``k`` in ``pass_k`` is estimated from ``n_samples`` completions sampled at
-    ``temperature``/``top_p``. That executes generated code, so it needs the opt-in
+    ``temperature``/``top_p``, ``sandbox_workers`` programs at a time in sandboxes built with
+    ``sandbox_options`` (see :class:`~transfer_probe.sandbox.Sandbox`). That executes generated code, so it needs the opt-in
     (``allow_code_execution=True`` or ``TRANSFER_PROBE_ALLOW_CODE_EXECUTION=1``), checked when the
     task is built; ``n_samples=0`` measures without pass@k.
 
@@ -81,6 +82,7 @@ class CodeTask(TextPairTask):
         max_pass_at_k_problems: int | None = None,
         allow_code_execution: bool | None = None,
         sandbox_options: Mapping[str, Any] | None = None,
+        sandbox_workers: int = 1,
         bleu_args: Mapping[str, Any] | None = None,
         chrf_args: Mapping[str, Any] | None = None,
         prompt_template: str | None = None,
@@ -116,6 +118,7 @@ class CodeTask(TextPairTask):
         self.top_p = float(top_p)
         self.max_pass_at_k_problems = max_pass_at_k_problems
         self.sandbox_options = dict(sandbox_options or {})
+        self.sandbox_workers = max(1, int(sandbox_workers))
         if self.n_samples < 0 or (self.pass_k and min(self.pass_k) < 1):
             raise ValueError(f"task {self.name!r}: n_samples must be >= 0 and every k >= 1")
         if self.wants_pass_at_k:
@@ -308,7 +311,7 @@ class CodeTask(TextPairTask):
         if not self.wants_pass_at_k:
             return TaskScores()
         from transfer_probe.metrics import bootstrap_ratio
-        from transfer_probe.sandbox import Sandbox, estimate_pass_at_k
+        from transfer_probe.sandbox import Sandbox, estimate_pass_at_k, evaluate_pass_at_k
 
         sandbox = Sandbox(allow_code_execution=self.allow_code_execution, **self.sandbox_options)
         idx = [i for i, p in enumerate(self.problems) if p is not None]
@@ -317,13 +320,13 @@ class CodeTask(TextPairTask):
         max_new = (getattr(config, "max_new_tokens", None) or prepared.max_new_tokens)
         samples = self.sample_completions(model, tokenizer, prepared, idx, max_new_tokens=max_new, seed=seed,
                                           device=device)
-        passed = []
+        evaluated = evaluate_pass_at_k([self.problems[i] for i in idx], samples, ks=(), sandbox=sandbox,
+                                       workers=self.sandbox_workers)
+        passed = evaluated["passed"]
         statuses: dict[str, int] = {}
-        for i, completions in zip(idx, samples, strict=True):
-            results = [sandbox.check(self.problems[i], c) for c in completions]
-            passed.append(sum(r.passed for r in results))
-            for r in results:
-                statuses[r.status] = statuses.get(r.status, 0) + 1
+        for per_problem in evaluated["statuses"]:
+            for status in per_problem:
+                statuses[status] = statuses.get(status, 0) + 1
         out = TaskScores()
         bootstrap = int(getattr(config, "bootstrap", 0) or 0)
         interval = float(getattr(config, "interval", 0.9) or 0.9)
