@@ -14,8 +14,8 @@ schedule, measures per executor:
 On a 2-core machine the worker process competes with training for the cores, so the throughput
 ratio depends on the machine and its load; the blocked-time ratio does not.
 
-    python benchmarks/bench_executors.py                 # full: 240 steps, a probe every 60
-    python benchmarks/bench_executors.py --steps 60 --every 20 --quick
+    python benchmarks/bench_executors.py                 # 160 steps, a probe every 40, 2 rounds
+    python benchmarks/bench_executors.py --steps 40 --every 20 --finetune-steps 10 --rounds 1   # quick
 """
 
 from __future__ import annotations
@@ -131,14 +131,29 @@ def run(kind: str, tokenizer, task, train, out: Path, args) -> dict:
     return res
 
 
+def _median_row(rows: list[dict]) -> dict:
+    import statistics
+
+    out = dict(rows[0])
+    for k, v in rows[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[k] = statistics.median(r[k] for r in rows)
+        elif isinstance(v, dict):
+            out[k] = {kk: statistics.median(r[k].get(kk, 0.0) for r in rows) for kk in v}
+    out["rounds"] = len(rows)
+    out["throughput_vs_none_all"] = [round(r["throughput_vs_none"], 3) for r in rows]
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=240)
-    p.add_argument("--every", type=int, default=60, help="probe every this many steps (as tokens)")
+    p.add_argument("--steps", type=int, default=160)
+    p.add_argument("--every", type=int, default=40, help="probe every this many steps (as tokens)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--finetune-steps", type=int, default=40)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
+    p.add_argument("--rounds", type=int, default=2, help="repeat the three runs, alternating their order")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     import torch
@@ -150,24 +165,33 @@ def main(argv=None) -> int:
         # A first short run warms caches and lazy imports so the "none" baseline is not penalized.
         warm = argparse.Namespace(**{**vars(args), "steps": 5})
         run("none", tokenizer, task, train, Path(d) / "warm", warm)
-        rows = [run(kind, tokenizer, task, train, Path(d) / kind, args) for kind in ("none", "inline", "process")]
-    base = rows[0]["steps_per_second"]
-    for r in rows:
-        r["throughput_vs_none"] = r["steps_per_second"] / base
+        # Rounds alternate the executors so a change in the machine's load hits all of them alike;
+        # each figure is the median over rounds, and throughput is relative to the same round's "none".
+        runs: dict[str, list[dict]] = {"none": [], "inline": [], "process": []}
+        for i in range(args.rounds):
+            order = ("none", "inline", "process") if i % 2 == 0 else ("process", "inline", "none")
+            got = {k: run(k, tokenizer, task, train, Path(d) / f"{k}-{i}", args) for k in order}
+            for k, r in got.items():
+                r["throughput_vs_none"] = r["steps_per_second"] / got["none"]["steps_per_second"]
+                runs[k].append(r)
+    rows = [_median_row(runs[k]) for k in ("none", "inline", "process")]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"{args.steps} steps x {args.batch} x {args.seq_len} tokens, a probe every {args.every} steps "
-          f"(D_f=64, {args.finetune_steps} fine-tuning steps, 40 test sentences), {os.cpu_count()} cores")
+          f"(D_f=64, {args.finetune_steps} fine-tuning steps, 40 test sentences), {os.cpu_count()} cores, "
+          f"median of {args.rounds} rounds")
     print("| executor | probes | probe wall s | blocked s / probe | blocked / wall | steps/s | vs no probe | end wait s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["executor"] == "none":
             print(f"| none | - | - | - | - | {r['steps_per_second']:.2f} | 1.00 | - |")
             continue
-        print(f"| {r['executor']} | {r['points']} | {r['probe_wall_seconds']:.2f} | {r['blocked_seconds_per_probe']:.3f} | "
+        print(f"| {r['executor']} | {int(r['points'])} | {r['probe_wall_seconds']:.2f} | {r['blocked_seconds_per_probe']:.3f} | "
               f"{100 * r['blocked_ratio']:.1f}% | {r['steps_per_second']:.2f} | {r['throughput_vs_none']:.2f} | "
               f"{r['end_wait_seconds']:.1f} |")
+    print(f"throughput vs no probe, per round: inline {rows[1]['throughput_vs_none_all']}, "
+          f"process {rows[2]['throughput_vs_none_all']}")
     print()
     print("blocked time per probe, by part (s):")
     for r in rows[1:]:

@@ -14,7 +14,8 @@ care where a probe runs and a third-party executor (the Ray one in ``plugins/``)
   the ones that did not finish as failed, stop, and return the records not yet polled.
 
 A job's snapshot directory (if any) is deleted once every job of its point has a record, unless
-``keep_snapshots=True``.
+``keep_snapshots=True``. ``submit`` may be called from a background thread (the callback's snapshot
+writer submits a point once its files are written), so an executor must be thread-safe there.
 
 Example::
 
