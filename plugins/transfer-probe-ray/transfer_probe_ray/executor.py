@@ -50,11 +50,15 @@ def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _run_job(job: Any, files: dict[str, bytes] | None) -> dict:
+def _run_job(job: Any, snapshot: Any, files: dict[str, bytes] | None) -> dict:
     """The body of a Ray task: rebuild a shipped snapshot directory locally, run the probe, and
-    turn any exception into a failed record (so the driver sees the probe's own error text)."""
+    turn any exception into a failed record (so the driver sees the probe's own error text).
+
+    ``snapshot`` comes separately from the job so the jobs of one point share one copy of the
+    weights in the object store."""
     from transfer_probe.probe import failed_record, run_probe
 
+    job = dataclasses.replace(job, snapshot=snapshot)
     tmp = None
     try:
         if files is not None:
@@ -169,9 +173,10 @@ class RayExecutor(Executor):
                 # Put once, shared by every job of the point; read now, so a later rotation or the
                 # release after the probe cannot take the files away from a queued task.
                 files = self._ray.put(_read_dir(Path(snap.path)))
+        snap_ref = self._ray.put(snap)  # once per point, not once per job
         with self._refs_lock:
             for job in jobs:
-                ref = self._remote.remote(job, files)
+                ref = self._remote.remote(dataclasses.replace(job, snapshot=None), snap_ref, files)
                 self._inflight[ref] = (job.extra["job_id"], job)
         return True
 
