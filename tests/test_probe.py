@@ -70,7 +70,7 @@ def test_probe_finetune_lifts_bleu_far_above_the_untuned_model(arch, request, ma
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
-def test_greedy_generate_equals_transformers_generate(arch, request, translation_task, tiny_tokenizer):
+def test_length_sorted_batches_equal_one_batch_generate(arch, request, translation_task, tiny_tokenizer):
     model = request.getfixturevalue(f"tiny_{arch}")
     p = translation_task.prepare(tiny_tokenizer, model.config)
     prompts = p.prompts[:12]
@@ -226,7 +226,7 @@ def _other_arch(name, vocab):
 
 
 @pytest.mark.parametrize("name", ["llama", "bloom", "bart"])
-def test_greedy_generate_matches_generate_on_other_architectures(name, translation_task, tiny_tokenizer):
+def test_length_sorted_batches_on_other_architectures(name, translation_task, tiny_tokenizer):
     model = _other_arch(name, len(tiny_tokenizer))
     p = translation_task.prepare(tiny_tokenizer, model.config)
     prompts = p.prompts[:8]
