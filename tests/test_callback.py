@@ -130,12 +130,16 @@ def test_failing_probe_is_recorded_and_training_continues(tiny_gpt2, tiny_tokeni
                                                           caplog):
     probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, seq_len=SEQ_LEN, baseline=False,
                                   finetune=quick_finetune(learning_rate=1e9, max_steps=6))
-    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=4, callbacks=[probe])
-    with caplog.at_level(logging.WARNING, logger="transfer_probe"):
+    # Also the Trainer's own token count (include_num_input_tokens_seen) as the D_p axis.
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=4, callbacks=[probe],
+                           include_num_input_tokens_seen=True)
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
         trainer.train()
     assert trainer.state.global_step == 4
+    assert any("from state.num_input_tokens_seen" in m for m in caplog.messages)
     recs = _probe_records(tmp_path / "transfer_probe" / "history.jsonl")
-    assert [r["step"] for r in recs] == [2, 4]
+    assert [(r["step"], r["tokens"], r["schedule"]["tokens_source"]) for r in recs] == [
+        (2, 2 * TOKENS_PER_STEP, "trainer"), (4, 4 * TOKENS_PER_STEP, "trainer")]
     assert all(r["status"] == "failed" and r["error"] for r in recs)
     assert sum("probe failed" in m and "training continues" in m for m in caplog.messages) == 2
     assert any("transfer_probe/en-fr/df=32/failed" in h for h in trainer.state.log_history)
