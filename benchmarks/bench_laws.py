@@ -34,13 +34,13 @@ from transfer_probe.laws import ChinchillaLaw, LogLaw, PowerLaw, _huber_cost
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _median_ms(fn, reps):
+def _median_ms(fn, reps, clock=time.perf_counter):
     fn()  # warm-up
     ts = []
     for _ in range(reps):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        ts.append(time.perf_counter() - t)
+        ts.append(clock() - t)
     return statistics.median(ts) * 1e3
 
 
@@ -72,7 +72,8 @@ def bench_speed(reps):
     rng = np.random.default_rng(0)
     x = np.geomspace(1e6, 1e8, 20)
     y_loss = (2 + 60 * x**-0.25) * np.exp(0.01 * rng.standard_normal(20))
-    y_bleu = np.log(x**0.4) ** 1.3 + 0.5 * rng.standard_normal(20)
+    # BLEU 10 at 1e6 tokens rising to ~22 at 1e8 (beta 1.5), 0.5 BLEU of noise: an identified curve
+    y_bleu = (-5.38 + 0.725 * np.log(x)) ** 1.5 + 0.5 * rng.standard_normal(20)
 
     def ours_power():
         PowerLaw().fit(x, y_loss).predict(4e8)
@@ -90,7 +91,7 @@ def bench_speed(reps):
         ref = law._prepare(x, y)
         starts = law._starts(x, y, ref)
         ms_base = _median_ms(lambda law=law, y=y, starts=starts: _lbfgs_best(law, x, y, starts, law.huber_delta),
-                             max(3, reps // 5))
+                             max(3, reps // 20))
         best, ref = _lbfgs_best(law, x, y, starts, law.huber_delta)
         fit = law.fit(x, y)
         ours_pred = fit(4e8)
@@ -98,10 +99,11 @@ def bench_speed(reps):
         rows.append((name, ms, ms_base, ours_pred, base_pred, fit.ok))
         print(f"{name:6s} ours {ms:7.2f} ms (fit + interval) | L-BFGS-B from the same {len(starts)} starts "
               f"{ms_base:7.2f} ms (fit only) | ratio {ms_base / ms:5.1f}x | prediction at 4e8: ours "
-              f"{ours_pred:.4f}, baseline {base_pred:.4f}")
+              f"{ours_pred:.4f}, baseline {base_pred:.4f} (fit ok: {fit.ok})")
     ms_both = _median_ms(both, reps)
-    print(f"both   ours {ms_both:7.2f} ms median (goal < 20 ms); load average {os.getloadavg()[0]:.1f} on "
-          f"{os.cpu_count()} cores")
+    cpu_both = _median_ms(both, reps, clock=time.process_time)
+    print(f"both   ours {ms_both:7.2f} ms median wall clock, {cpu_both:.2f} ms median CPU time (goal < 20 ms); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     return rows, ms_both
 
 
@@ -137,17 +139,24 @@ def bench_chinchilla(quick):
     t = time.perf_counter()
     full = law.fit((n, d), loss)
     t_full = time.perf_counter() - t
-    starts = law._starts(X, loss, {})
-    if quick:
-        starts = starts[::10]
+    grid = law._starts(X, loss, {})
+    # L-BFGS-B from all 4500 starts takes tens of minutes on a shared 2-core machine: run it from an
+    # evenly spaced subsample that keeps the grid's best region, time it, and scale to the full grid
+    step = 45 if quick else 15
+    starts = grid[::step]
+    order = np.argsort(_huber_cost(law._logf(grid, X, {}) - np.log(loss)[None, :], 1e-3))
+    starts = np.vstack([starts, grid[order[:10]]])  # the 10 starts ours polishes are included
     t = time.perf_counter()
     best, _ = _lbfgs_best(law, X, loss, starts, 1e-3)
     t_base = time.perf_counter() - t
+    t_full_grid = t_base / len(starts) * len(grid)
     base = law._public(best.x, {})
-    print(f"ours: grid of {len(law._starts(X, loss, {}))} starts scored at once + 10 polished: {t_point:.2f} s; "
+    print(f"ours: grid of {len(grid)} starts scored at once + 10 polished: {t_point:.2f} s; "
           f"with 200-sample bootstrap: {t_full:.2f} s")
-    print(f"baseline: scipy L-BFGS-B from {len(starts)} grid starts: {t_base:.1f} s  -> ratio {t_base / t_point:.0f}x "
-          f"(point fits)")
+    print(f"baseline: scipy L-BFGS-B from {len(starts)} of the grid's starts: {t_base:.1f} s "
+          f"({t_base / len(starts) * 1e3:.0f} ms per start), {t_full_grid:.0f} s for all {len(grid)} "
+          f"(scaled) -> ratio {t_full_grid / t_point:.0f}x against our point fit, "
+          f"{t_full_grid / t_full:.0f}x against our fit with bootstrap")
     print(f"{'param':6s} {'ours':>10s} {'+/-':>8s} {'baseline':>10s} {'Epoch':>9s} {'Epoch 95% CI':>18s} inside")
     inside = True
     for k, (est, lo, hi) in EPOCH.items():
@@ -157,7 +166,7 @@ def bench_chinchilla(quick):
               f"{f'{lo:g} - {hi:g}':>18s} {'yes' if ok else 'NO'}")
     obj_ours = float(_huber_cost(law._logf(full._theta, X, {}) - np.log(loss), 1e-3))
     print(f"objective (summed Huber, delta 1e-3): ours {obj_ours:.6g}, baseline {best.fun:.6g}")
-    return {"t_point": t_point, "t_full": t_full, "t_base": t_base, "n_starts_base": len(starts), "inside": inside,
+    return {"t_point": t_point, "t_full": t_full, "t_base": t_full_grid, "n_starts_base": len(starts), "inside": inside,
             "ours": full.params, "stderr": full.stderr, "base": base}
 
 

@@ -27,7 +27,8 @@ How the fits are made (Chinchilla approach 3, Isik et al. 2024):
 Uncertainty: the parameter covariance is ``tau^2 (J^T J)^-1`` with ``J`` the Jacobian of the
 *unweighted-by-Huber* standardized log residuals at the optimum (scipy's robust-loss Jacobian is
 zeroed for points in the linear Huber regime, which makes lmfit's own covariance meaningless for
-delta=1e-3) and ``tau^2`` the residual mean square (at least 1 when measured errors are given).
+delta=1e-3) and ``tau^2`` the residual mean square (the reduced chi-square when measured errors are
+given, as lmfit's ``scale_covar``; ``min_noise_scale=1`` floors it at 1).
 Prediction intervals add the observation noise to the parameter uncertainty in log space and use
 Student-t quantiles with ``n - p`` degrees of freedom. Where the covariance is not sound (singular,
 non-finite) or when asked (``uncertainty="bootstrap"``; the default for ``ChinchillaLaw``) the
@@ -73,6 +74,9 @@ _DEFAULTS: dict[str, Any] = {
     "n_bootstrap": 200,
     "n_starts": 3,  # grid candidates polished
     "seed": 0,
+    # with measured errors, the residual scale tau^2 (reduced chi-square) is floored here: 1.0 trusts
+    # the errors as a lower bound on the noise; 0.0 lets the scatter decide, as lmfit's scale_covar does
+    "min_noise_scale": 0.0,
 }
 
 
@@ -199,7 +203,7 @@ class FitResult:
         q = _tq(interval, self.dof)
         if not noise:
             var_n = 0.0
-        elif self.weighted and math.isfinite(self._sigma_new):
+        elif self.weighted and self._law.noise_model == "additive" and math.isfinite(self._sigma_new):
             # a new point measured like the fitted ones: its error in y units is the typical measured
             # error, which in log units shrinks where the curve is higher
             var_n = self._tau2 * (self._sigma_new / np.exp(logf)) ** 2
@@ -626,8 +630,8 @@ class _Law:
         dof = n - p
         tau2 = float(np.sum(r * r) / dof) if dof > 0 else math.nan
         if weighted:
-            # measured errors bound the noise from below: a run of lucky points must not shrink it
-            tau2 = max(tau2, 1.0)
+            # option: let measured errors bound the noise from below (a run of lucky points cannot shrink it)
+            tau2 = max(tau2, self.options["min_noise_scale"])
         # parameters at a bound
         span = hi - lo
         for j, name in enumerate(self.internal_names):
