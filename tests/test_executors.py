@@ -218,3 +218,21 @@ def test_end_of_training_waits_then_records_unfinished(tiny_gpt2, tiny_tokenizer
     assert len(recs) == 1 and recs[0]["status"] == "failed" and "ProbeNotFinished" in recs[0]["error"]
     assert any("did not finish within 1.0s" in m for m in caplog.messages)
     assert any("transfer_probe/en-fr/df=32/failed" in h for h in trainer.state.log_history)
+
+
+def test_process_executor_gives_up_on_a_worker_that_cannot_start(snap_dir, translation_task, tmp_path, caplog):
+    # A broken environment (here: a Python that cannot find its standard library) must not make the
+    # executor restart workers forever, nor break training: probes become failed records.
+    with caplog.at_level(logging.WARNING, logger="transfer_probe"):
+        ex = ProcessExecutor(tmp_path / "h.jsonl", env={"PYTHONHOME": "/nonexistent"}, poll_interval=0.05)
+        try:
+            _wait(lambda: ex.broken, timeout=60)
+            snap = snap_dir(7)
+            assert ex.submit(_jobs(snap, translation_task))
+            recs = ex.poll()
+        finally:
+            ex.close(timeout=0)
+    assert ex.restarts == 2 and "died 3 times before it was ready" in ex.broken
+    assert len(recs) == 1 and recs[0]["status"] == "failed" and "before it was ready" in recs[0]["error"]
+    assert not snap.path.exists()
+    assert sum("from now on" in m for m in caplog.messages) == 1

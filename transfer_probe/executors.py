@@ -269,6 +269,9 @@ class ProcessExecutor(Executor):
         self.poll_interval = poll_interval
         self.dropped: list[dict[str, Any]] = []  # points coalesced or skipped: {"step", "tokens", "why"}
         self.restarts = 0
+        self.broken: str | None = None  # why the executor gave up on its worker, if it did
+        self._failed_starts = 0
+        self._worker_started = False
         self._warned_overflow = False
         self._queue: collections.deque[tuple[_Point, list[Any]]] = collections.deque()
         self._running: tuple[str, Any] | None = None  # (job_id, job) sent to the worker
@@ -303,6 +306,11 @@ class ProcessExecutor(Executor):
         jobs = _as_jobs(jobs)
         if self._closing:
             raise RuntimeError("ProcessExecutor is closed; create a new one")
+        if self.broken:
+            self._register(jobs)
+            for job in jobs:
+                self._record_failure(job, WorkerDied(self.broken))
+            return True
         with self._lock:
             waiting = len(self._queue)
             if waiting >= self.max_pending:
@@ -380,6 +388,7 @@ class ProcessExecutor(Executor):
         return env
 
     def _start_worker(self) -> None:
+        self._worker_started = False
         parent, child = Pipe(duplex=True)
         cmd = [
             sys.executable, "-c",
@@ -450,6 +459,8 @@ class ProcessExecutor(Executor):
             kind, job_id = msg[0], msg[1]
             if kind == "ready":
                 self._ready.set()
+                self._worker_started = True
+                self._failed_starts = 0
             elif kind == "done":
                 with self._lock:
                     if self._running and self._running[0] == job_id:
@@ -475,12 +486,29 @@ class ProcessExecutor(Executor):
             elif not self._stop.is_set():
                 logger.warning("transfer_probe | probe worker (pid %d) %s while idle; starting a new one",
                                proc.pid, reason)
+            if not self._worker_started:
+                self._failed_starts += 1
+            if self._failed_starts >= _MAX_FAILED_STARTS:
+                self._give_up(f"the probe worker died {self._failed_starts} times before it was ready "
+                              f"(last: {reason}); see its output above")
+                return
             with self._lock:
                 if not self._stop.is_set():
                     self._restart_quietly()
                 self._idle.notify_all()
         elif conn is None:
             time.sleep(self.poll_interval)
+
+    def _give_up(self, why: str) -> None:
+        """The worker cannot run here: fail what waits and what comes, never restart again."""
+        self.broken = why
+        logger.warning("transfer_probe | %s; probes are recorded as failed from now on, training continues", why)
+        with self._lock:
+            waiting = [j for _, jobs in self._queue for j in jobs]
+            self._queue.clear()
+            self._idle.notify_all()
+        for job in waiting:
+            self._record_failure(job, WorkerDied(why))
 
     def _restart_quietly(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -520,6 +548,10 @@ def _has_fileno(stream: Any) -> bool:
     except (AttributeError, OSError, ValueError):
         return False
 
+
+# Consecutive worker deaths before it ever became ready after which the executor gives up (a broken
+# environment would otherwise restart workers forever).
+_MAX_FAILED_STARTS = 3
 
 # Environment that makes torch / accelerate / transformers believe they are one rank of a
 # distributed run; the worker must not see it (it would try to join the training's process group).
