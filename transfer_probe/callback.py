@@ -43,9 +43,16 @@ shard, so probe ``on_save=True`` only: snapshots are then hard-linked from the c
 checkpoint (``fsdp_config={"state_dict_type": "FULL_STATE_DICT"}``, DeepSpeed ZeRO-3
 ``stage3_gather_16bit_weights_on_model_save``).
 
+Devices: a probe fine-tunes where ``FinetuneConfig.device`` says (default ``None``: accelerate's
+choice, the first GPU if there is one, else CPU). With ``executor="process"`` you can instead pin the
+worker with ``executor_options={"device": "cuda:7"}`` (only that GPU is visible to it; leave
+``FinetuneConfig.device`` unset then) or ``{"device": "cpu"}``.
+
 Resume: the history is the record of what was probed. On ``trainer.train(resume_from_checkpoint=...)``
 the callback continues that run (same ``run_id``), starts the schedule at the checkpoint's tokens,
-and skips any step that already has records, so no probe point is lost or recorded twice.
+and skips any step that already has records, so no probe point is lost or recorded twice. (With the
+process executor, a probe still running when the process was killed has no record; if its step is
+after the checkpoint it is probed again on resume, otherwise it is missing from the curve.)
 """
 
 from __future__ import annotations

@@ -230,7 +230,8 @@ class ProcessExecutor(Executor):
             with training, 1 or 2 leaves the cores to training.
         device: where the worker's probes run: ``None`` (default: as ``FinetuneConfig.device``, else
             accelerate's choice, the first GPU if any), ``"cpu"`` (GPUs hidden), or ``"cuda:N"``
-            (only GPU N visible to the worker, e.g. the last one while training uses the others).
+            (only GPU N visible to the worker, e.g. the last one while training uses the others;
+            it is ``cuda:0`` inside the worker, so leave ``FinetuneConfig.device`` unset).
         env: extra environment variables for the worker.
 
     A worker that dies (SIGKILL, segfault, the OOM killer) is noticed within ``poll_interval``
