@@ -89,7 +89,7 @@ def test_aligned_predicts_at_budget_and_tokens_to_target():
     assert pr["low"] <= law(3e10) <= pr["high"] and pr["low"] < pr["mean"] < pr["high"]
     tt = v.tokens_to_target
     true_tokens = 1e8 * math.exp((32.0 ** (1 / 1.3) - 10 ** (1 / 1.3)) / 1.7)
-    assert tt["low"] <= true_tokens <= tt["high"]
+    assert tt["low"] <= true_tokens * 1.001 and true_tokens * 0.999 <= tt["high"]
     line = format_verdict(v)
     assert line.startswith("transfer_probe | en-fr D_f=50 | tokens 1e10 | BLEU ")
     assert "law: BLEU=(log(A*D^a))^b fits (8 points), predicts " in line and " at 3e10" in line
@@ -111,7 +111,7 @@ def test_plateau_while_ce_improves_is_misaligned_and_warning_text():
     assert "while cross-entropy still follows its power law (" in line
     assert "pre-training data looks misaligned with en-fr" in line
     assert line.endswith("| stop or change the mixture")
-    assert any("noise SDs below" in r for r in v.reasons)
+    assert any("SDs" in r and "threshold" in r for r in v.reasons)
 
 
 def test_decline_without_cross_entropy_is_law_break():
@@ -151,10 +151,10 @@ def test_borderline_flag_near_the_threshold():
     h = diagnose(records(y, ce_law(D), spread=0.5)).stats["holdout1"]
     pred = h["predicted"][0]
     sd = math.hypot(pred["sd_curve"], 0.5 / math.sqrt(3))
-    y[-1] = pred["mean"] - 2.5 * sd  # just past the 2.33 threshold
+    y[-1] = pred["mean"] - 3.2 * sd  # just past the hold-out threshold of 3
     v = diagnose(records(y, ce_law(D), spread=0.5))
     assert v.is_warning and v.borderline
-    assert v.stats["z_bleu"] == pytest.approx(-2.5, abs=0.05)
+    assert v.stats["tests"]["holdout1"] == pytest.approx(-3.2, abs=0.05)
     assert "borderline" in format_verdict(v)
     y[-1] = pred["mean"] - 6 * sd  # far past it
     assert not diagnose(records(y, ce_law(D), spread=0.5)).borderline

@@ -12,11 +12,16 @@ One (task, D_f) group of history records goes in, a :class:`Verdict` comes out::
 The rules (Isik et al. 2024, section 3.5), each made a test against the measured noise:
 
 - ``insufficient_data``: fewer probe points than the law can be identified from and checked with
-  (3 to fit + 1 to check, one more when no errors were measured), or they span too little of the
-  token range, or the law is not identified yet. Recommendation ``wait``, with how many more probes.
-- ``misaligned``: the newest BLEU point(s) fall below the prediction of the log-law fitted to the
-  earlier points (hold-out test), or BLEU falls below its earlier peak, by more than ``z_break``
-  noise standard deviations, while downstream cross-entropy still follows its power law.
+  (4 to fit the 3-parameter law, 1 to check it; one more when no errors were measured), or they
+  span too little of the token range, or the law is not identified yet. Recommendation ``wait``,
+  with how many more probes.
+- ``misaligned``: BLEU broke its law while downstream cross-entropy still follows its power law.
+  "Broke" is any of three tests, each in units of the measured noise: *stopped improving* (a law
+  that goes flat before the newest two probes fits all probes better than the rising law, by more
+  than ``z_break`` in signed root chi-square), *fell* (the newest point is below the best of the few
+  before it by more than ``z_break`` standard errors of the difference), *left the prediction
+  interval* (the newest point is below the law fitted to the earlier points by more than
+  ``z_holdout`` standard deviations of prediction and noise combined).
 - ``law_break``: the same BLEU break without that contrast (cross-entropy broke too, or was not
   recorded).
 - ``no_transfer``: the newest pretrained probes are not better than the no-pretraining baseline by
@@ -75,8 +80,10 @@ _LONG_LABELS = {"cross_entropy": "cross-entropy", "bpb": "bits-per-byte"}
 class Thresholds:
     """The decision thresholds of :func:`diagnose`, in units of noise standard deviations.
 
-    ``z_break``: how far below the law's prediction (or below the earlier peak) the newest BLEU
-    point(s) must be to call the law broken. ``z_ce``: how far above its power law (or above its
+    ``z_break``: the threshold of the "stopped improving" and "fell below the earlier peak" tests;
+    ``z_holdout``: the threshold of the hold-out test (newest point against the prediction of the law
+    fitted to the earlier ones; higher because the extrapolated prediction adds its own
+    uncertainty and this test adds the fewest detections per false alarm). ``z_ce``: how far above its power law (or above its
     earlier minimum) cross-entropy must be to count as broken too. ``z_transfer``: how far above the
     baseline the newest probes must be to count as transfer. ``borderline``: a decision whose
     statistic lies within this distance of its threshold is flagged ``borderline`` (more repeats at
@@ -85,7 +92,8 @@ class Thresholds:
     ``peak_window``: how many earlier points the "fell below its peak" test looks back over.
     """
 
-    z_break: float = 2.33
+    z_break: float = 2.0
+    z_holdout: float = 3.0
     z_ce: float = 1.645
     z_transfer: float = 1.645
     borderline: float = 0.5
@@ -95,7 +103,7 @@ class Thresholds:
     interval: float = 0.9
 
     def __post_init__(self):
-        for name in ("z_break", "z_ce", "z_transfer"):
+        for name in ("z_break", "z_holdout", "z_ce", "z_transfer"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Thresholds.{name} must be > 0, got {getattr(self, name)!r}")
         if self.min_points < 5:
@@ -431,14 +439,15 @@ class _Diagnosis:
         self.sigma = sigma
         self.stats["noise"] = float(np.median(sigma))
 
+        self.full = self._fit("log", self.x, self.y, self.sigma)
+        self.fits[self.metric] = _fit_dict(self.full)
         broke = self._bleu_break()
         if broke is None:  # the law is not identified from the earlier points
+            if self._no_transfer():  # needs no law
+                return self.verdict("no_transfer", "stop")
             return self.verdict("insufficient_data", "wait", more_probes_needed=1)
         if broke:
             return self._classify_break()
-
-        self.full = self._fit("log", self.x, self.y, self.sigma)
-        self.fits[self.metric] = _fit_dict(self.full)
 
         if self._no_transfer():
             return self.verdict("no_transfer", "stop")
@@ -446,12 +455,12 @@ class _Diagnosis:
 
     # -- BLEU break --------------------------------------------------------------------------------
     def _bleu_break(self) -> bool | None:
-        """Hold-out of the newest 1 and 2 points against the law fitted to the earlier ones, and the
-        newest point against the earlier peak. True if any goes below by more than z_break."""
+        """The three break tests (hold-out, fell below the peak, stopped improving). True if one is
+        past its threshold, None when the law cannot be fitted to the earlier points."""
         th, n = self.th, len(self.pts)
         tests = []
         any_ok = False
-        for k in (1, 2):
+        for k in (1,):
             m = n - k
             if m < self.th.min_points - 1:
                 continue
@@ -481,22 +490,58 @@ class _Diagnosis:
         zd = float((self.y[-1] - self.y[j]) / math.hypot(self.sigma[-1], self.sigma[j]))
         self.stats["decline"] = {"z": round(zd, 3), "peak_tokens": float(self.x[j]), "peak": float(self.y[j])}
         tests.append((zd, "decline", j, None, 1.0))
+        # "stops improving": a law that goes flat after probe b (the later probes are then repeated
+        # measurements of the law at b) against the law on all points; same number of parameters.
+        if _usable(self.full):
+            chi_law = _chi2(self.full, self.x, self.y, self.sigma)
+            for b in (n - 3,):
+                if b + 1 < th.min_points - 1:
+                    continue
+                xp = np.concatenate([self.x[:b + 1], np.full(n - b - 1, self.x[b])])
+                fp = self._fit("log", xp, self.y, self.sigma, **_HOLDOUT_OPTIONS)
+                if not _usable(fp):
+                    continue
+                chi_flat = _chi2(fp, xp, self.y, self.sigma)
+                scale2 = _birge2(chi_flat, n - 3)
+                delta = (chi_law - chi_flat) / scale2
+                zc = -math.sqrt(delta) if delta > 0 else math.sqrt(-delta)
+                cont = float(_curve(fp, self.x[-1:])[0])  # where the law of the plateau fit would be now
+                self.stats[f"plateau{n - 1 - b}"] = {"z": round(zc, 3), "delta_chi2": round(delta, 3),
+                                                     "scale": round(math.sqrt(scale2), 3), "law_now": cont}
+                tests.append((zc, f"plateau{n - 1 - b}", b, cont, math.sqrt(scale2)))
 
-        z, which, m, pred, scale = min(tests, key=lambda t: t[0])
+        # Each test has its threshold; the decisive one is the one furthest past (or nearest to) it.
+        def limit(name):
+            return th.z_holdout if name.startswith("holdout") else th.z_break
+
+        z, which, m, pred, scale = min(tests, key=lambda t: t[0] + limit(t[1]))
+        thr = limit(which)
+        self.stats["tests"] = {t[1]: round(t[0], 3) for t in tests}
         self.stats["z_bleu"] = round(z, 3)
-        self.stats["z_break"] = th.z_break
-        if self.near(z, -th.z_break):
+        self.stats["threshold"] = thr
+        if self.near(z, -thr):
             self.borderline = True
-        if z >= -th.z_break:
+        if z >= -thr:
             self._aligned_reason = (which, z, m, pred)
             return False
         sd_txt = "noise SDs"
-        if which == "decline":
+        if which.startswith("plateau"):
+            b = m
+            k = n - 1 - b
+            self.break_at = float(self.x[b + 1])
+            self.from_idx = b
+            self.pred_last = pred
+            self.reasons.append(
+                f"{self.L} stopped rising after {_tok(self.x[b])} tokens: the newest {k} probe{'s' if k > 1 else ''} "
+                f"({', '.join(f'{v:.3g}' for v in self.y[b + 1:])}) sit at the {self.y[b]:.3g} reached there, where the "
+                f"law would be at {pred:.3g} by now; a law that stops at {_tok(self.x[b])} fits the {n} probes better "
+                f"than one that keeps rising ({-z:.1f} SDs, threshold {thr:g})")
+        elif which == "decline":
             self.break_at = float(self.x[-1])
             self.from_idx = m
             self.reasons.append(
                 f"{self.L} fell from {self.y[m]:.3g} (at {_tok(self.x[m])} tokens) to {self.y[-1]:.3g} "
-                f"(at {_tok(self.x[-1])}), {-z:.1f} {sd_txt} of the difference (threshold {th.z_break:g})")
+                f"(at {_tok(self.x[-1])}), {-z:.1f} {sd_txt} of the difference (threshold {thr:g})")
         else:
             self.break_at = float(self.x[m])
             self.from_idx = m - 1
@@ -507,11 +552,11 @@ class _Diagnosis:
                     f"{self.L} averaged {obs:.3g} over the newest {n - m} probes ({_tok(self.x[m])}-{_tok(self.x[-1])} tokens)")
             self.reasons.append(
                 f"{what} is {-z:.1f} noise SDs below the {mean_pred:.3g} predicted by the law fitted to the "
-                f"{m} earlier probes (threshold {th.z_break:g})"
+                f"{m} earlier probes (threshold {thr:g})"
                 + (f"; errors scaled up x{scale:.2g} because the earlier points scatter more than their error bars"
                    if scale > 1.0 else ""))
         self.break_kind = which
-        self.break_m = m
+        self.break_m = m + 1 if which.startswith("plateau") else m
         return True
 
     def _classify_break(self) -> Verdict:
@@ -543,7 +588,7 @@ class _Diagnosis:
 
     def _law_break(self, head: str, ce_txt: str) -> Verdict:
         n = len(self.pts)
-        confirmed = self.break_kind == "holdout2" or (self.break_kind == "decline" and not self.borderline)
+        confirmed = self.break_kind in ("holdout2", "plateau2") or (self.break_kind == "decline" and not self.borderline)
         self.stats["message"] = f"{self.L} law broken at {_tok(self.break_at)} tokens: {head}; {ce_txt}"
         rec = "stop" if confirmed and not self.borderline else "wait"
         if rec == "wait":
@@ -600,15 +645,7 @@ class _Diagnosis:
         dof = len(x) - 3
         if dof < 1:
             return 1.0
-        mean = _curve(fit, x)
-        if not np.all(np.isfinite(mean)):
-            return 1.0
-        chi2 = float(np.sum(((y - mean) / sigma) ** 2))
-        from scipy.stats import chi2 as _chi2
-
-        if chi2 > _chi2.ppf(0.95, dof):
-            return math.sqrt(chi2 / dof)
-        return 1.0
+        return math.sqrt(_birge2(_chi2(fit, x, y, sigma), dof))
 
     # -- transfer ----------------------------------------------------------------------------------
     def _baseline(self) -> tuple[float, float] | None:
@@ -621,8 +658,16 @@ class _Diagnosis:
         if not vals:
             return None
         b = float(np.mean(vals))
+        # The pretrained probes' per-repeat variance (the same fine-tuning noise), per point sigma^2 * n.
+        n_rep = np.array([p["n"] for p in self.pts], dtype=float)
+        sig = getattr(self, "sigma", None)
+        pooled = float(np.median(sig ** 2 * n_rep)) if sig is not None and len(sig) else float("nan")
         if len(vals) > 1:
-            sb = float(np.std(vals, ddof=1) / math.sqrt(len(vals)))
+            v = float(np.var(vals, ddof=1))
+            if math.isfinite(pooled):  # shrink the few baseline repeats toward it, as for every point
+                d = len(vals) - 1
+                v = (d * v + 8.0 * pooled) / (d + 8.0)
+            sb = math.sqrt(v / len(vals))
         elif sems and math.isfinite(sems[0]):
             sb = float(sems[0])
         else:  # one baseline probe without an error: assume the pretrained probes' noise
@@ -667,7 +712,7 @@ class _Diagnosis:
         if which and which.startswith("holdout"):
             self.reasons.insert(0, f"{self.L} follows the log-law: the newest {n - m} probe{'s' if n - m > 1 else ''} "
                                    f"{'are' if n - m > 1 else 'is'} {z:+.1f} noise SDs from the prediction of the "
-                                   f"{m} earlier ones (warning below {-th.z_break:g})")
+                                   f"{m} earlier ones (warning below {-th.z_holdout:g})")
         else:
             self.reasons.insert(0, f"{self.L} follows the log-law over {n} probes")
         rec = "continue"
@@ -716,7 +761,7 @@ class _Diagnosis:
 # Fits on the earlier points are used only through their prediction and its band at the held-out
 # points: a narrow token span or a wide band just beyond the data lowers the test's power (the band
 # enters the statistic) but does not make it wrong, so those two honesty checks of the laws are off.
-_HOLDOUT_OPTIONS = {"min_decades": 0.0, "max_log_halfwidth": 50.0}
+_HOLDOUT_OPTIONS = {"min_decades": 0.0, "max_log_halfwidth": 50.0, "n_starts": 1}
 
 
 def _fit_law(kind: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, **options: Any):
@@ -732,14 +777,17 @@ def _fit_law(kind: str, x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, 
 
 
 def _usable(fit) -> bool:
-    """A fit whose curve is finite: ok, or flagged only for what the hold-out test copes with (a
-    parameter at a bound is then held fixed by the law's covariance)."""
+    """A fit whose curve is finite: ok, or flagged only for what the tests cope with (a parameter at a
+    bound is then held fixed by the law's covariance; a wide band enters the statistic)."""
     if fit is None or isinstance(fit, _FailedFit):
         return False
     if getattr(fit, "ok", False):
         return True
-    params = getattr(fit, "params", {}) or {}
-    return bool(params) and all(isinstance(v, (int, float)) and math.isfinite(v) for v in params.values())
+    xr = getattr(fit, "x_range", None)
+    try:
+        return bool(np.all(np.isfinite(_curve(fit, np.asarray(xr, float)))))
+    except (TypeError, ValueError):
+        return False
 
 
 class _FailedFit:
@@ -752,6 +800,19 @@ class _FailedFit:
 
     def to_dict(self) -> dict:
         return {"ok": False, "why": self.why}
+
+
+def _chi2(fit, x, y, sigma) -> float:
+    return float(np.sum(((np.asarray(y, float) - _curve(fit, x)) / np.asarray(sigma, float)) ** 2))
+
+
+def _birge2(chi2: float, dof: int) -> float:
+    """Squared error scale: chi2/dof when it is significantly above 1 (95% quantile), else 1."""
+    if dof < 1 or not math.isfinite(chi2):
+        return 1.0
+    from scipy.stats import chi2 as _chi2dist
+
+    return chi2 / dof if chi2 > _chi2dist.ppf(0.95, dof) else 1.0
 
 
 def _curve(fit, x) -> np.ndarray:
@@ -831,7 +892,7 @@ def _pooled_sem(pts: list[dict], metric: str) -> np.ndarray:
     v = s ** 2 * n  # per-repeat variance
     dof = np.where(n > 1, n - 1, 30.0)
     pooled = float(np.sum((dof * v)[fin]) / np.sum(dof[fin]))
-    prior = 2.0  # pseudo-degrees of freedom of the pooled variance
+    prior = 8.0  # pseudo-degrees of freedom of the pooled variance: a point's own 2 dof weigh 20%
     shrunk = np.where(fin, (dof * np.where(fin, v, 0) + prior * pooled) / (dof + prior), np.nan)
     return np.sqrt(shrunk / n)
 
