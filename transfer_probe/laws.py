@@ -554,9 +554,11 @@ class _Law:
     def fit(self, x, y, sigma=None, **options) -> FitResult:
         """Fit the law to points ``(x, y)``; ``sigma`` are optional per-point standard errors of ``y``.
 
-        Options (also accepted by the constructor): ``huber_delta``, ``min_decades``,
-        ``max_log_halfwidth``, ``uncertainty`` ("auto" | "covariance" | "bootstrap"), ``n_bootstrap``,
-        ``n_starts``, ``seed``.
+        Options (also accepted by the constructor): ``huber_delta`` (None: plain least squares),
+        ``min_decades`` (default 1), ``max_log_halfwidth`` (default log 2), ``uncertainty`` ("auto" |
+        "covariance" | "bootstrap"), ``n_bootstrap``, ``n_starts``, ``seed``, ``min_noise_scale``
+        (default 0; 1 floors the reduced chi-square of a weighted fit at 1), and for TransferLaw
+        ``beta_fixed``.
         """
         if options:
             return type(self)(**{**self.options, **options}).fit(x, y, sigma)
@@ -567,6 +569,7 @@ class _Law:
             notes.append(f"{int((~keep).sum())} value(s) <= 0 dropped: the law is fitted on log y")
             X, y = X[..., keep], y[keep]
             s_abs = s_abs[keep] if s_abs is not None else None
+            n = y.shape[0]
         if self.direction and np.any(y <= 0):
             floor = max(1e-2 * float(np.max(y)), 1e-6) if np.any(y > 0) else None
             if floor is None:
@@ -599,9 +602,7 @@ class _Law:
             cost = _huber_cost(R, f_scale)
         cost = np.where(np.isfinite(cost), cost, np.inf)
         order = np.argsort(cost)[: self.options["n_starts"]]
-        # 2) polish the best few (plain least squares first: it converges in a few steps and puts the
-        #    Huber fit, which is slow from far away in its L1-like regime, next to its optimum)
-        # a short run from each candidate, then the leader runs to convergence
+        # 2) a short run from each of the best few candidates, then the leader runs to convergence
         best, best_cost = None, np.inf
         for i in order:
             if not np.isfinite(cost[i]):
