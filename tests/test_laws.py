@@ -383,3 +383,29 @@ def test_fit_rows_chinchilla_table_takes_params_column():
     assert fit.params["alpha"] == pytest.approx(0.35, rel=1e-3)
     with pytest.raises(ValueError, match=r"two x columns, e.g. x=\(\"finetune_size\", \"params\"\)"):
         fit_rows(rows, x="tokens", y="loss", law="transfer")
+
+
+def test_fit_rows_transfer_from_history_baseline_records(tmp_path):
+    w = history.HistoryWriter(tmp_path / "h.jsonl")
+    N = 1e8
+
+    def base(D):
+        return 1.0 + 300 * 10**-0.1 * D**-0.3
+
+    for df in np.geomspace(1e3, 1e6, 7):
+        w.append({"run_id": "scratch", "tokens": 0, "task": "t", "params": {"non_embedding": N},
+                  "finetune_size": {"examples": float(df)}, "pretrained": False, "status": "ok",
+                  "metrics": {"cross_entropy": float(base(df))}})
+        dt = 1.9e4 * df**0.18 * N**0.38
+        for tokens, worse in ((1e9, 1.3), (1e10, 1.0)):  # the last probe is the one used
+            w.append({"run_id": "pre", "tokens": tokens, "task": "t", "params": {"non_embedding": N},
+                      "finetune_size": {"examples": float(df)}, "pretrained": True, "status": "ok",
+                      "metrics": {"cross_entropy": float(base(df + dt)) * worse}})
+    fit = fit_rows(history.read_history(tmp_path / "h.jsonl"), y="cross_entropy", law="transfer")
+    assert fit.law == "transfer" and fit.n_points == 7
+    assert fit.params["alpha"] == pytest.approx(0.18, abs=0.01)
+    assert fit.params["k"] == pytest.approx(1.9e4, rel=0.1)
+    assert all(fit.extra["extrapolated"])  # D_E lies beyond the largest baseline size
+    with pytest.raises(ValueError, match="no-pretraining baseline records"):
+        fit_rows([r for r in history.read_history(tmp_path / "h.jsonl") if r["pretrained"]], y="cross_entropy",
+                 law="transfer")
