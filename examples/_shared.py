@@ -90,14 +90,18 @@ def packed_stream(tokenizer: Any, texts: Callable[[], Iterable[str]], block_size
             while True:
                 produced = False
                 batch: list[str] = []
+                chars = 0
                 for text in texts():
                     batch.append(text)
-                    if len(batch) < batch_texts:
+                    chars += len(text)
+                    # Tokenize in batches (fast tokenizers are much quicker on many texts at once)
+                    # but small enough that the first step does not wait for a huge batch.
+                    if len(batch) < batch_texts and chars < 200_000:
                         continue
                     for block in _blocks(batch, buf):
                         produced = True
                         yield block
-                    batch = []
+                    batch, chars = [], 0
                 for block in _blocks(batch, buf):
                     produced = True
                     yield block
