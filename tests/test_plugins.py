@@ -241,6 +241,10 @@ def test_builtins_registered_through_the_hooks(clean_plugins):
     assert plugins.get_metric("bleu") is corpus_bleu
     assert plugins.get_task_type("translation") is TranslationTask
     assert plugins.get_metric("bleu")(["a b c d"], ["a b c d"]).score == pytest.approx(100.0)
+    from transfer_probe.tasks.code import CodeTask
+
+    assert plugins.get_task_type("code") is CodeTask
+    assert plugins.get_metric("pass_at_k")(10, 3, 1) == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize("kind,module", [("law", "transfer_probe.laws"), ("executor", "transfer_probe.executors")])
