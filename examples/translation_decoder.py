@@ -147,7 +147,8 @@ def main(argv=None) -> int:
         tasks=[task],
         token_points=log_points(s.first_probe_step * tokens_per_step, total_tokens, s.probe_points),
         executor="process",                      # probes run in a worker process; training goes on
-        executor_options={"num_threads": 1} if args.offline else {},
+        # Room for every point to wait: none is dropped if probes fall behind for a while.
+        executor_options={"max_pending": s.probe_points + 1, **({"num_threads": 1} if args.offline else {})},
         finetune=FinetuneConfig(max_steps=s.finetune_steps, learning_rate=s.finetune_lr, batch_size=s.finetune_batch,
                                 seed=args.seed, num_threads=1 if args.offline else None,
                                 bootstrap=20 if args.smoke else 200),
