@@ -241,8 +241,12 @@ OLMO_SKIP = ("mmlu_stem_test", "mmlu_humanities_test", "mmlu_social_sciences_tes
              "arc_easy_test", "arc_challenge_test", "openbookqa_test")
 
 
-def bench_olmo():
+def bench_olmo(skip_frac=0.0, min_decades=1.0):
     print("\n== 4. OLMo ladder: PowerLaw on the first half (log tokens) -> second half, downstream bpb ==")
+    if skip_frac:
+        print(f"   (points before {skip_frac:.0%} of each run's tokens dropped: warm-up and the early transient)")
+    if min_decades != 1.0:
+        print(f"   (min_decades={min_decades:g}: fits on a shorter span are accepted)")
     files = sorted(glob.glob(str(DATA / "olmo-ladder" / "*xC.csv")))
     if not files:
         print("skipped: ../shared/data/olmo-ladder absent")
@@ -263,6 +267,9 @@ def bench_olmo():
             pts = [(float(r["throughput/total_tokens"]), float(r[col])) for r in rows
                    if r.get(col) not in (None, "") and r.get("throughput/total_tokens") not in (None, "")]
             pts = [(t, v) for t, v in pts if t > 0 and math.isfinite(v) and v > 0]
+            if pts and skip_frac:
+                t_end = max(t for t, _ in pts)
+                pts = [(t, v) for t, v in pts if t >= skip_frac * t_end]
             if len(pts) < 10:
                 continue
             t = np.array([p[0] for p in pts])
@@ -270,7 +277,7 @@ def bench_olmo():
             mid = math.exp((math.log(t.min()) + math.log(t.max())) / 2)
             first, second = t <= mid, t > mid
             total += 1
-            fit = PowerLaw().fit(t[first], v[first])
+            fit = PowerLaw(min_decades=min_decades).fit(t[first], v[first])
             if not fit.ok:
                 not_ok += 1
                 continue
@@ -290,6 +297,8 @@ def bench_olmo():
         e, c, le = zip(*vals, strict=True)
         print(f"{run:24s} {len(vals):4d} {np.median(e) * 100:11.2f}% {np.mean(c):9.3f} {np.median(le) * 100:+9.2f}%")
     allv = [x for vals in per_task.values() for x in vals]
+    if not allv:
+        return per_task, per_run
     e, c, le = zip(*allv, strict=True)
     print(f"{'all':24s} {len(allv):4d} {np.median(e) * 100:11.2f}% {np.mean(c):9.3f} {np.median(le) * 100:+9.2f}%")
     return per_task, per_run
@@ -310,6 +319,7 @@ def main(argv=None):
         bench_synthetic(100 if args.quick else 500)
     if args.only in (None, "olmo"):
         bench_olmo()
+        bench_olmo(skip_frac=0.05, min_decades=0.3)
 
 
 if __name__ == "__main__":
