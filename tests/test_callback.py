@@ -86,14 +86,15 @@ def _gpt2(config):
 
 
 def test_outer_run_is_bit_identical_with_inline_probes(tiny_gpt2_config, tiny_tokenizer, train_data, task, tmp_path):
-    plain = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "a", max_steps=6)
+    plain = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "a", max_steps=5)
     plain.train()
     probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(),
                                   seq_len=SEQ_LEN, baseline=True)
-    probed = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "b", max_steps=6,
+    probed = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "b", max_steps=5,
                           callbacks=[probe])
     probed.train()
-    assert len(_probe_records(tmp_path / "b" / "transfer_probe" / "history.jsonl")) == 4  # baseline + 3
+    # baseline (before step 1) and probes at steps 2 and 4, with training steps after each
+    assert [r["step"] for r in _probe_records(tmp_path / "b" / "transfer_probe" / "history.jsonl")] == [0, 2, 4]
     a, b = plain.model.state_dict(), probed.model.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a), "probing changed the outer run's weights"
@@ -106,23 +107,23 @@ def test_outer_run_is_bit_identical_with_inline_probes(tiny_gpt2_config, tiny_to
 def test_resume_continues_schedule_without_loss_or_duplicates(tiny_gpt2_config, tiny_tokenizer, train_data, task,
                                                              tmp_path, caplog):
     def probe():
-        return TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(),
+        return TransferProbeCallback([task], every_tokens=3 * TOKENS_PER_STEP, finetune=quick_finetune(),
                                      seq_len=SEQ_LEN)
 
     first = probe()
-    make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path, max_steps=6, save_steps=4,
+    make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path, max_steps=6, save_steps=3,
                  callbacks=[first]).train()
     hist = tmp_path / "transfer_probe" / "history.jsonl"
-    assert [r["step"] for r in _probe_records(hist)] == [0, 2, 4, 6]
-    # The run "crashed" after step 6 was probed; resume from checkpoint-4 and train to step 8.
+    assert [r["step"] for r in _probe_records(hist)] == [0, 3, 6]
+    # The run "crashed" after step 6 was probed; resume from checkpoint-3 and train to step 9.
     second = probe()
     with caplog.at_level(logging.INFO, logger="transfer_probe"):
-        make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path, max_steps=8, save_steps=4,
-                     callbacks=[second]).train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+        make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path, max_steps=9, save_steps=3,
+                     callbacks=[second]).train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
     recs = _probe_records(hist)
-    assert [(r["step"], r["pretrained"]) for r in recs] == [(0, False), (2, True), (4, True), (6, True), (8, True)]
+    assert [(r["step"], r["pretrained"]) for r in recs] == [(0, False), (3, True), (6, True), (9, True)]
     assert {r["run_id"] for r in recs} == {first.run_id} and second.run_id == first.run_id
-    assert recs[-1]["tokens"] == 8 * TOKENS_PER_STEP
+    assert recs[-1]["tokens"] == 9 * TOKENS_PER_STEP
     assert any("step 6 already has probe records" in m for m in caplog.messages)
 
 
