@@ -288,8 +288,10 @@ def olmo_one(args) -> dict:
     if schedule != "all":
         recs = _subsample(recs, int(schedule))
     v = diagnose(recs, metric="accuracy", ce="bpb")
+    reasons = [r for r in v.reasons if not r.startswith("no errors recorded")]
+    reason = v.stats.get("message") or (reasons[0] if reasons else "")
     return {"run": Path(path).stem, "task": task, "schedule": schedule, "status": v.status,
-            "borderline": v.borderline, "reason": v.reasons[0] if v.reasons else "", "n": v.n_points,
+            "borderline": v.borderline, "reason": reason, "reasons": v.reasons, "n": v.n_points,
             "z": v.stats.get("z_bleu"), "z_transfer": v.stats.get("z_transfer")}
 
 
@@ -326,7 +328,7 @@ def _run_order(name: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--curves", type=int, default=150, help="curves per family and configuration (7 configurations)")
+    ap.add_argument("--curves", type=int, default=145, help="curves per family and configuration (7 configurations)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--olmo-only", action="store_true")

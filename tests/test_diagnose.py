@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from transfer_probe.diagnose import (
+    DEFAULT_THRESHOLDS,
     MissingColumnError,
     Verdict,
     VerdictTracker,
@@ -151,10 +152,11 @@ def test_borderline_flag_near_the_threshold():
     h = diagnose(records(y, ce_law(D), spread=0.5)).stats["holdout1"]
     pred = h["predicted"][0]
     sd = math.hypot(pred["sd_curve"], 0.5 / math.sqrt(3))
-    y[-1] = pred["mean"] - 3.2 * sd  # just past the hold-out threshold of 3
+    z = DEFAULT_THRESHOLDS.z_holdout + 0.2
+    y[-1] = pred["mean"] - z * sd  # just past the hold-out threshold
     v = diagnose(records(y, ce_law(D), spread=0.5))
     assert v.is_warning and v.borderline
-    assert v.stats["tests"]["holdout1"] == pytest.approx(-3.2, abs=0.05)
+    assert v.stats["tests"]["holdout1"] == pytest.approx(-z, abs=0.05)
     assert "borderline" in format_verdict(v)
     y[-1] = pred["mean"] - 6 * sd  # far past it
     assert not diagnose(records(y, ce_law(D), spread=0.5)).borderline
