@@ -471,6 +471,7 @@ class _Law:
     noise_model = "relative"  # how unweighted observation noise scales: "relative" (log units) or "additive"
     invertible = False
     bound_ok: tuple[tuple[str, str], ...] = ()  # (internal name, "min"|"max") a parameter may sit at
+    more_points_hint = "probe at more token counts"
 
     def __init__(self, **options: Any):
         unknown = set(options) - set(_DEFAULTS) - set(self._extra_options())
@@ -579,7 +580,7 @@ class _Law:
         problems: list[str] = []
         if n < p + 1:
             return self._failed(X, y, notes, f"only {n} point(s); the {self.name} law has {p} parameters and needs at "
-                                             f"least {p + 1} (probe at more token counts)")
+                                             f"least {p + 1} ({self.more_points_hint})")
         problems += self._span_problems(X)
         ref = self._prepare(X, y)
         ly = np.log(y)
@@ -1031,6 +1032,7 @@ class ChinchillaLaw(_Law):
 
     name = "chinchilla"
     formula = "y = E + A / N**alpha + B / D**beta"
+    more_points_hint = "add runs of other model sizes and lengths"
     param_names = ("E", "A", "B", "alpha", "beta")
     internal_names = ("e", "a", "b", "alpha", "beta")
     huber_delta = 1e-3
@@ -1140,6 +1142,7 @@ class TransferLaw(_Law):
 
     name = "transfer"
     formula = "D_T = k * D_F**alpha * N**beta"
+    more_points_hint = "fine-tune on more data sizes"
     param_names = ("k", "alpha", "beta")
     internal_names = ("log_k", "alpha", "beta")
     huber_delta = None
