@@ -234,3 +234,19 @@ def test_attach_gives_the_trainer_explicitly(tiny_gpt2, tiny_tokenizer, train_da
     assert probe.trainer is trainer and probe in trainer.callback_handler.callbacks
     assert probe.attach(trainer).trainer is trainer
     assert trainer.callback_handler.callbacks.count(probe) == 1
+
+
+def test_on_save_with_epoch_saves_probes_each_saved_epoch(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path):
+    # Epoch saves are decided at on_epoch_end (after on_step_end): the probe happens there, before the save.
+    probe = TransferProbeCallback([task], on_save=True, finetune=quick_finetune(), seq_len=SEQ_LEN, baseline=False)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data[:8], tmp_path, max_steps=4, save_strategy="epoch",
+                           callbacks=[probe])
+    trainer.train()
+    recs = _probe_records(tmp_path / "transfer_probe" / "history.jsonl")
+    assert [(r["step"], r["schedule"]["reasons"]) for r in recs] == [(2, ["on_save"]), (4, ["on_save"])]
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # the checkpoint's log history already holds its probe's numbers (probed before the save)
+    import json
+
+    state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
+    assert any("transfer_probe/en-fr/df=32/bleu" in h for h in state["log_history"])
