@@ -198,6 +198,9 @@ def test_report_and_to_dict():
     d = json.loads(json.dumps(fit.to_dict(), allow_nan=False))
     assert d["law"] == "power" and d["ok"] is True and set(d["params"]) == {"E", "A", "alpha"}
     assert d["n_points"] == 8 and d["x_range"] == [pytest.approx(1e5), pytest.approx(1e8)]
+    pars = fit.to_lmfit()
+    assert pars["alpha"].value == fit.params["alpha"] and pars["alpha"].stderr == fit.stderr["alpha"]
+    assert pars["A"].correl["alpha"] == fit.correl["A, alpha"]
     bad = LogLaw().fit([1.0, 2.0], [1.0, 2.0])
     assert json.loads(json.dumps(bad.to_dict(), allow_nan=False))["params"]["A"] == "nan"
 

@@ -295,6 +295,20 @@ class FitResult:
         return n, d
 
     # -------------------------------------------------------------------- reporting
+    def to_lmfit(self) -> lmfit.Parameters:
+        """The public parameters as ``lmfit.Parameters`` (values, ``stderr``, ``correl``), e.g. for
+        ``lmfit.printfuncs.fit_report(fit.to_lmfit())`` or to seed another lmfit model."""
+        pars = lmfit.Parameters()
+        for k, v in self.params.items():
+            pars.add(k, value=v, vary=False)
+            pars[k].stderr = self.stderr.get(k)
+            pars[k].correl = {}
+        for key, c in self.correl.items():
+            a, b = key.split(", ")
+            pars[a].correl[b] = c
+            pars[b].correl[a] = c
+        return pars
+
     def to_dict(self) -> dict:
         """Plain JSON-able dict (inf / nan written as strings)."""
         return {
