@@ -300,7 +300,7 @@ class FitResult:
         ``lmfit.printfuncs.fit_report(fit.to_lmfit())`` or to seed another lmfit model."""
         pars = lmfit.Parameters()
         for k, v in self.params.items():
-            pars.add(k, value=v, vary=False)
+            pars.add(k, value=v)
             pars[k].stderr = self.stderr.get(k)
             pars[k].correl = {}
         for key, c in self.correl.items():
