@@ -216,3 +216,17 @@ def test_tracker_warns_when_a_condition_starts_changes_and_ends():
     assert [x.status for x in t.final()] == ["no_transfer"]
     other = Verdict(status="misaligned", recommendation="stop", task="en-de", finetune_size=50, run_id="r")
     assert t.update(other) is True  # another group has its own state
+
+
+def test_errors_too_small_for_the_scatter_are_scaled_up():
+    # One probe per point with a tight bootstrap interval (sem 0.1) while the points scatter by ~1.5
+    # BLEU around the law (fine-tuning seed noise the bootstrap cannot see): a 1-BLEU dip is noise.
+    rng = np.random.default_rng(7)
+    y = law(D) + rng.normal(0, 1.5, len(D))
+    y[-2] = law(D[-2]) + 2.5  # a lucky high probe, then one a little under the law: "fell" by 0.9
+    y[-1] = law(D[-1]) - 1.5
+    recs = [{"task": "t", "finetune_size": 1, "tokens": float(t), "metrics": {"bleu": float(b)},
+             "metrics_ci": {"bleu": [b - 0.1645, b + 0.1645]}} for t, b in zip(D, y, strict=True)]
+    v = diagnose(recs)
+    assert v.stats["decline"]["scale"] > 3
+    assert not v.is_warning

@@ -432,10 +432,15 @@ class _Diagnosis:
                 self.reasons.append(f"the {self.L} law cannot be fitted to the {n} points to estimate the noise "
                                     f"(no errors were recorded; {_why(_fit_law('log', self.x, self.y, None))})")
                 return self.verdict("insufficient_data", "wait", more_probes_needed=1)
-            fill = np.nanmedian(sigma) if np.any(np.isfinite(sigma)) else scatter
-            sigma = np.where(np.isfinite(sigma), sigma, fill if np.any(np.isfinite(self.s)) else scatter)
-            self.reasons.append(f"no errors recorded for some points: noise taken from the scatter around the law "
-                                f"({sigma[-1]:.3g} {self.L})")
+            missing = int(np.sum(~np.isfinite(sigma)))
+            if np.any(np.isfinite(sigma)):
+                sigma = np.where(np.isfinite(sigma), sigma, np.nanmedian(sigma))
+                self.reasons.append(f"no errors recorded for {missing} of {n} points: the median error of the "
+                                    f"others used for them ({np.nanmedian(self.s):.3g} {self.L})")
+            else:
+                sigma = np.full(n, scatter)
+                self.reasons.append(f"no errors recorded: noise taken from the scatter around the law "
+                                    f"({scatter:.3g} {self.L})")
         self.sigma = sigma
         self.stats["noise"] = float(np.median(sigma))
 
@@ -491,9 +496,13 @@ class _Diagnosis:
         # "falls beyond its noise": the newest point against the best of the few points before it.
         lo = max(0, n - 1 - th.peak_window)
         j = lo + int(np.argmax(self.y[lo:n - 1]))
-        zd = float((self.y[-1] - self.y[j]) / math.hypot(self.sigma[-1], self.sigma[j]))
-        self.stats["decline"] = {"z": round(zd, 3), "peak_tokens": float(self.x[j]), "peak": float(self.y[j])}
-        tests.append((zd, "decline", j, None, 1.0))
+        # Errors that the earlier points show to be too small (Birge ratio of the hold-out fit) are
+        # scaled up here too: bootstrap intervals alone miss the fine-tuning seed noise.
+        dscale = next((t[4] for t in tests if t[1] == "holdout1"), 1.0)
+        zd = float((self.y[-1] - self.y[j]) / (dscale * math.hypot(self.sigma[-1], self.sigma[j])))
+        self.stats["decline"] = {"z": round(zd, 3), "peak_tokens": float(self.x[j]), "peak": float(self.y[j]),
+                                 "scale": round(dscale, 3)}
+        tests.append((zd, "decline", j, None, dscale))
         # "stops improving": a law that goes flat after probe b (the later probes are then repeated
         # measurements of the law at b) against the law on all points; same number of parameters.
         if _usable(self.full):
@@ -505,8 +514,9 @@ class _Diagnosis:
                 fp = self._fit("log", xp, self.y, self.sigma, **_HOLDOUT_OPTIONS)
                 if not _usable(fp):
                     continue
-                chi_flat = _chi2(fp, xp, self.y, self.sigma)
-                scale2 = _birge2(chi_flat, n - 3)
+                r2 = ((self.y - _curve(fp, xp)) / self.sigma) ** 2
+                chi_flat = float(np.sum(r2))
+                scale2 = _birge2(chi_flat, n - 3, r2)
                 delta = (chi_law - chi_flat) / scale2
                 zc = -math.sqrt(delta) if delta > 0 else math.sqrt(-delta)
                 cont = float(_curve(fp, self.x[-1:])[0])  # where the law of the plateau fit would be now
@@ -521,6 +531,8 @@ class _Diagnosis:
         z, which, m, pred, scale = min(tests, key=lambda t: t[0] + limit(t[1]))
         thr = limit(which)
         self.stats["tests"] = {t[1]: round(t[0], 3) for t in tests}
+        self.exceeded = [t[1] for t in tests if t[0] < -limit(t[1])]
+        self.n_exceeded = len(self.exceeded)
         self.stats["z_bleu"] = round(z, 3)
         self.stats["threshold"] = thr
         if self.near(z, -thr):
@@ -592,7 +604,8 @@ class _Diagnosis:
 
     def _law_break(self, head: str, ce_txt: str) -> Verdict:
         n = len(self.pts)
-        confirmed = self.break_kind in ("holdout2", "plateau2") or (self.break_kind == "decline" and not self.borderline)
+        # Confirmed: the two-probe test broke, or two tests agree; one point out alone may be noise.
+        confirmed = self.n_exceeded >= 2 or "plateau2" in self.exceeded
         self.stats["message"] = f"{self.L} law broken at {_tok(self.break_at)} tokens: {head}; {ce_txt}"
         rec = "stop" if confirmed and not self.borderline else "wait"
         if rec == "wait":
@@ -651,7 +664,8 @@ class _Diagnosis:
         dof = len(x) - 3
         if dof < 1:
             return 1.0
-        return math.sqrt(_birge2(_chi2(fit, x, y, sigma), dof))
+        r2 = ((np.asarray(y, float) - _curve(fit, x)) / np.asarray(sigma, float)) ** 2
+        return math.sqrt(_birge2(float(np.sum(r2)), dof, r2))
 
     # -- transfer ----------------------------------------------------------------------------------
     def _baseline(self) -> tuple[float, float] | None:
@@ -812,13 +826,20 @@ def _chi2(fit, x, y, sigma) -> float:
     return float(np.sum(((np.asarray(y, float) - _curve(fit, x)) / np.asarray(sigma, float)) ** 2))
 
 
-def _birge2(chi2: float, dof: int) -> float:
-    """Squared error scale: chi2/dof when it is significantly above 1 (95% quantile), else 1."""
+def _birge2(chi2: float, dof: int, r2: np.ndarray | None = None) -> float:
+    """Squared error scale: when chi2 is significantly above its dof (95% quantile), the smaller of
+    chi2/dof and the robust median-based ratio median(r^2)/0.455 (one broken point alone must not
+    inflate the noise that is to judge it), at least 1; else 1."""
     if dof < 1 or not math.isfinite(chi2):
         return 1.0
     from scipy.stats import chi2 as _chi2dist
 
-    return chi2 / dof if chi2 > _chi2dist.ppf(0.95, dof) else 1.0
+    if chi2 <= _chi2dist.ppf(0.95, dof):
+        return 1.0
+    ratio = chi2 / dof
+    if r2 is not None and len(r2) >= 3:
+        ratio = min(ratio, float(np.median(r2)) / 0.4549364231195724)
+    return max(1.0, ratio)
 
 
 def _curve(fit, x) -> np.ndarray:
