@@ -32,6 +32,7 @@ Set ``HF_HUB_OFFLINE=1`` for the session: nothing here may touch the network.
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from dataclasses import dataclass
@@ -134,14 +135,15 @@ def _seeded(build):
 def tiny_gpt2(tiny_gpt2_config):
     from transformers import GPT2LMHeadModel
 
-    return _seeded(lambda: GPT2LMHeadModel(tiny_gpt2_config))
+    # A copy of the config: a test that casts its model (bf16) must not change the next test's model.
+    return _seeded(lambda: GPT2LMHeadModel(copy.deepcopy(tiny_gpt2_config)))
 
 
 @pytest.fixture
 def tiny_t5(tiny_t5_config):
     from transformers import T5ForConditionalGeneration
 
-    return _seeded(lambda: T5ForConditionalGeneration(tiny_t5_config))
+    return _seeded(lambda: T5ForConditionalGeneration(copy.deepcopy(tiny_t5_config)))
 
 
 @pytest.fixture

@@ -120,3 +120,13 @@ def test_write_snapshot_from_cpu_copy(tiny_gpt2, tiny_t5, tiny_tokenizer, tmp_pa
         assert snap.path == d and snap.state_dict is None and (d / "tokenizer.json").is_file()
         assert _same_weights(snap.load_model(), mem.load_model())
         assert load_snapshot(d).step == 3
+
+
+def test_in_memory_snapshot_loads_in_the_weights_dtype(tiny_gpt2):
+    # A model cast after its config was written: the snapshot must not round or widen its weights.
+    model = tiny_gpt2.to(torch.bfloat16)
+    model.config.dtype = torch.float32
+    snap = capture_in_memory(model, tokens=1, step=1)
+    loaded = snap.load_model()
+    assert loaded.transformer.wte.weight.dtype == torch.bfloat16
+    assert _same_weights(loaded, model)

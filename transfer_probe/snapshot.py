@@ -106,8 +106,12 @@ class Snapshot:
                 torch.manual_seed(seed)
                 return auto.from_config(config)
         if self.state_dict is not None:
+            # Build in the weights' own dtype: ``config.dtype`` may say otherwise (a model cast after
+            # its config was written), and loading would silently round or widen them.
+            dtype = next((v.dtype for v in self.state_dict.values()
+                          if hasattr(v, "is_floating_point") and v.is_floating_point()), None)
             with torch.random.fork_rng(devices=[]):
-                model = auto.from_config(config)
+                model = auto.from_config(config, **({"dtype": dtype} if dtype is not None else {}))
             missing, unexpected = model.load_state_dict(dict(self.state_dict), strict=False)
             # Tied weights (lm_head <- embeddings) may legitimately be absent from a state dict.
             missing = [k for k in missing if k not in _tied_keys(model)]
