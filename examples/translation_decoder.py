@@ -12,7 +12,7 @@ verdicts and the fitted law, and writes an HTML report.
 Real use (downloads the GPT-2 tokenizer, streams FineWeb-Edu, loads WMT16 de-en; a GPU helps)::
 
     python examples/translation_decoder.py --out runs/gpt2-wmt16
-    python examples/translation_decoder.py --dataset wikitext --dataset-config wikitext-103-raw-v1
+    python examples/translation_decoder.py --dataset Salesforce/wikitext --dataset-config wikitext-103-raw-v1
 
 Offline (no network: a tiny GPT-2 from config, a byte-level BPE tokenizer trained here, the
 project's English->French number-words task and a bilingual number-words corpus from
