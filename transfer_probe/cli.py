@@ -185,6 +185,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     rows = _select(_load(args.file), args.task, args.finetune_size)
     groups = _groups(rows) if _is_history(rows) else {(None, None): rows}
+    if args.law == "transfer" and _is_history(rows):
+        # The transfer law spans fine-tuning sizes: one fit per task over all its D_f.
+        by_task: dict[tuple, list[dict]] = {}
+        for (task, _df), grows in groups.items():
+            by_task.setdefault((task, "all"), []).extend(grows)
+        groups = by_task
     law_name = args.law or ("power" if _looks_like_loss(args.y) else "log")
     out = []
     for (task, df), grows in groups.items():
@@ -214,10 +220,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
                       f"[{pr['low']:.4g}, {pr['high']:.4g}] ({args.interval:.0%} interval)")
         if "tokens_to_target" in entry:
             tt = entry["tokens_to_target"]
-            if tt.get("mean") is None:
-                print(f"  tokens to reach {args.target:g}: {tt['why']}")
+            if tt.get("status") == "ok":
+                high = "inf" if tt["high"] is None or tt["high"] == "inf" else f"{float(tt['high']):.3g}"
+                print(f"  tokens to reach {args.target:g}: {float(tt['tokens']):.3g} "
+                      f"[{float(tt['low']):.3g}, {high}] ({args.interval:.0%} interval)")
             else:
-                print(f"  tokens to reach {args.target:g}: {tt['mean']:.3g} [{tt['low']:.3g}, {tt['high']:.3g}]")
+                print(f"  tokens to reach {args.target:g}: {tt['status'].replace('_', ' ')}: {tt.get('why', '')}")
     return 0
 
 
@@ -230,11 +238,16 @@ def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
     from transfer_probe.history import group_key, probe_records
 
     groups: dict[tuple, list[dict]] = {}
-    pretrained = [r for r in probe_records(rows) if r.get("pretrained", True)]
-    for r in pretrained:
-        groups.setdefault(group_key(r), []).append(r)
+    probes = probe_records(rows)
+    for r in probes:
+        if r.get("pretrained", True):
+            groups.setdefault(group_key(r), []).append(r)
     if not groups:
         raise CLIError("the history holds no successful probe results of a pretrained model")
+    # Each group carries its baseline records too: the transfer law reads them, the others skip them.
+    for r in probes:
+        if not r.get("pretrained", True) and group_key(r) in groups:
+            groups[group_key(r)].append(r)
     return groups
 
 
@@ -246,22 +259,12 @@ def _prediction(fit, x: float, interval: float) -> dict:
 
 
 def _inverse(fit, y: float, interval: float) -> dict:
-    if not fit.ok:
-        return {"target": y, "mean": None, "why": fit.why}
+    if not hasattr(fit, "inverse"):
+        return {"target": y, "status": "not_available", "why": f"the {fit.law} law has no inverse"}
     try:
-        res = fit.inverse(y, interval=interval)
-    except TypeError:
-        res = fit.inverse(y)
-    except ValueError as err:
-        return {"target": y, "mean": None, "why": str(err)}
-    if isinstance(res, dict):
-        return {"target": y, **res}
-    if hasattr(res, "to_dict"):
-        return {"target": y, **res.to_dict()}
-    mean, low, high = (list(res) + [None, None, None])[:3]
-    if mean is None or not math.isfinite(float(mean)):
-        return {"target": y, "mean": None, "why": "not reachable: the fitted curve never gets there"}
-    return {"target": y, "mean": float(mean), "low": float(low), "high": float(high)}
+        return fit.inverse(y, interval=interval).to_dict()
+    except NotImplementedError as err:
+        return {"target": y, "status": "not_available", "why": str(err)}
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
