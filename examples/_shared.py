@@ -129,7 +129,7 @@ def packed_stream(tokenizer: Any, texts: Callable[[], Iterable[str]], block_size
 
 def summarize(history: Path, *, budget_tokens: float | None, target: float | None, out: Path,
               title: str) -> Path | None:
-    """Print a verdict per (task, D_f) and the fitted BLEU law; write the HTML report; return its path."""
+    """Print a verdict per (task, D_f) and the fitted laws; write the HTML report; return its path."""
     from transfer_probe.diagnose import diagnose_all, format_verdict
     from transfer_probe.history import group_key, probe_records, read_history
     from transfer_probe.laws import fit_rows
@@ -145,20 +145,21 @@ def summarize(history: Path, *, budget_tokens: float | None, target: float | Non
         for (task, df), verdict in diagnose_all(records, budget_tokens=budget_tokens, target=target).items():
             print(format_verdict(verdict))
             group = [r for r in ok if group_key(r) == (task, df)]
-            metric = "bleu" if any("bleu" in (r.get("metrics") or {}) for r in group) else None
-            if metric is None:
-                continue
-            try:
-                fit = fit_rows(group, y=metric, law="log")
-            except ValueError as err:  # too few points for a fit is expected in short runs
-                print(f"  {task} D_f={df}: no {metric} law fitted ({err})")
-                continue
-            if fit.ok and budget_tokens:
-                mean, low, high = fit.predict(budget_tokens)
-                print(f"  {task} D_f={df}: {metric} law {_fmt_params(fit.params)}; at {budget_tokens:.3g} tokens "
-                      f"{float(mean):.1f} [{float(low):.1f}, {float(high):.1f}]")
-            elif not fit.ok:
-                print(f"  {task} D_f={df}: {metric} law not trusted: {fit.why}")
+            # The two laws of the paper: BLEU-type scores (log law), cross-entropy (power law).
+            for metric, law in (("bleu", "log"), ("cross_entropy", "power")):
+                if not any(metric in (r.get("metrics") or {}) for r in group):
+                    continue
+                try:
+                    fit = fit_rows(group, y=metric, law=law)
+                except ValueError as err:  # too few points for a fit is expected in short runs
+                    print(f"  {task} D_f={df}: no {metric} {law} law fitted ({err})")
+                    continue
+                if not fit.ok:
+                    print(f"  {task} D_f={df}: {metric} {law} law not trusted: {fit.why}")
+                elif budget_tokens:
+                    mean, low, high = fit.predict(budget_tokens)
+                    print(f"  {task} D_f={df}: {metric} {law} law {_fmt_params(fit.params)}; at "
+                          f"{budget_tokens:.3g} tokens {float(mean):.3g} [{float(low):.3g}, {float(high):.3g}]")
     report = out / "report.html"
     try:
         from transfer_probe.report import write_report
