@@ -200,31 +200,33 @@ def test_bad_tokenizer_or_model_raise_before_any_step(tiny_gpt2, tiny_tokenizer,
     assert not (tmp_path / "transfer_probe" / "history.jsonl").exists()
 
 
-def test_misaligned_verdict_warns_and_stop_on_stops_training(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path,
-                                                             caplog):
-    """A run whose history already shows BLEU breaking down while CE improves (synthetic points of
-    the same run): the next real result is diagnosed, warned about, recorded, and stops training."""
+def test_law_break_verdict_warns_is_recorded_and_stop_on_stops_training(tiny_gpt2, tiny_tokenizer, train_data, task,
+                                                                      tmp_path, caplog):
+    """A run whose history (synthetic points of the same run, up to 1e9 tokens) follows the BLEU law;
+    the next real probe lands far below the law's prediction: the verdict is diagnosed, warned about,
+    recorded, logged through trainer.log, and stops training (stop_on)."""
     from _synthetic import history_records
 
     from transfer_probe.history import HistoryWriter
 
     hist = tmp_path / "transfer_probe" / "history.jsonl"
-    HistoryWriter(hist).extend(history_records(task="en-fr", df=32, run_id="run-x", misaligned_after=3e7))
-    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(), seq_len=SEQ_LEN,
-                                  run_id="run-x", stop_on=["misaligned"], budget_tokens=2e9)
+    HistoryWriter(hist).extend(history_records(task="en-fr", df=32, run_id="run-x", baseline=False))
+    # seq_len scales the computed token count so the first real probe (step 2) sits at 2e10 tokens,
+    # beyond the synthetic points; its BLEU (a few points after 4 fine-tuning steps) breaks the law.
+    probe = TransferProbeCallback([task], every_tokens=int(2e10), finetune=quick_finetune(), seq_len=2_500_000_000,
+                                  run_id="run-x", stop_on=["law_break"], budget_tokens=4e10, baseline=False)
     trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=6, callbacks=[probe])
     with caplog.at_level(logging.INFO, logger="transfer_probe"):
         trainer.train()
     assert trainer.state.global_step == 2  # stopped at the first probe instead of running to step 6
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert sum("BLEU law broken" in m for m in warnings) == 1
-    assert sum("stopping pre-training: verdict 'misaligned'" in m for m in warnings) == 1
+    assert sum("law" in m and "broken" in m or "law_break" in m for m in warnings) >= 1
+    assert sum("stopping pre-training: verdict 'law_break'" in m for m in warnings) == 1
     recs = read_history(hist)
     verdicts = [r for r in recs if r["kind"] == "verdict"]
-    assert len(verdicts) == 1 and verdicts[0]["status"] == "misaligned" and verdicts[0]["run_id"] == "run-x"
+    assert len(verdicts) == 1 and verdicts[0]["status"] == "law_break" and verdicts[0]["run_id"] == "run-x"
     new = [r for r in recs if r["kind"] == "probe" and r["step"] == 2]
-    baselines = [r for r in recs if r["kind"] == "probe" and not r["pretrained"]]
-    assert len(new) == 1 and len(baselines) == 2  # the run's two synthetic baseline repeats; no new one
+    assert len(new) == 1 and new[0]["tokens"] == 2e10
     assert any(h.get("transfer_probe/en-fr/df=32/verdict/warning") == 1.0 for h in trainer.state.log_history)
 
 
