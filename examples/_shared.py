@@ -16,8 +16,9 @@ from typing import Any
 
 def base_parser(doc: str) -> argparse.ArgumentParser:
     """The options every example has: ``--offline``, ``--out``, ``--smoke``, ``--seed``."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                     epilog="See the module docstring (top of the script) for details.",
+    head, _, rest = doc.strip().partition("\n\n")
+    # The script's docstring (what it shows, the real and offline command lines) is its --help.
+    parser = argparse.ArgumentParser(description=head, epilog=rest,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--offline", action="store_true",
                         help="no network: a tiny model from config, a locally trained tokenizer and data "
