@@ -71,11 +71,14 @@ def test_quick_demo_rows_match_the_histories(quick_demo):
 def test_quick_demo_separates_aligned_from_misaligned(quick_demo):
     rows = {r.corpus: r for r in quick_demo.rows}
     aligned, english = rows["bilingual"], rows["english"]
-    # Measured, not assumed: the aligned corpus ends far above the English-only one (see
-    # experiments/README.md for the margins across seeds).
-    assert aligned.last_bleu > english.last_bleu + 5.0
+    # Measured, not assumed (experiments/README.md): after 0.4M tokens the bilingual model's
+    # downstream CE is about half the English-only one's (1.5 against 3.0) and its BLEU above both the
+    # English-only model's (near 0) and the random-init baseline (about 3). One probe's BLEU is
+    # noisy (+-2), so the BLEU margins asserted are small; the CE gap is wide.
+    assert aligned.last_ce < english.last_ce - 0.7
+    assert aligned.last_bleu > english.last_bleu + 1.0
     assert aligned.last_bleu > aligned.baseline_bleu
-    assert english.status != "aligned" or english.recommendation != "continue"
+    assert english.last_bleu < english.baseline_bleu
 
 
 def test_quick_demo_report(quick_demo):

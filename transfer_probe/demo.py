@@ -50,7 +50,9 @@ class DemoSettings:
     lr_scheduler_type: str = "constant_with_warmup"  # probes are not taken mid-cosine
     warmup_steps: int = 20
     # Probe points, in pre-training steps (converted to tokens: steps x batch x block).
-    probe_steps: tuple[int, ...] = (25, 50, 100, 200, 400)
+    # Six log-spaced points: a verdict needs 5 (4 to fit the law, 1 to check it) and a sixth when
+    # no noise was measured (a corpus stuck at BLEU 0 has zero spread).
+    probe_steps: tuple[int, ...] = (25, 40, 70, 120, 220, 400)
     # Downstream task and probe budget.
     n_train: int = 1000
     n_test: int = 200
@@ -72,7 +74,7 @@ class DemoSettings:
 
 DEFAULT_SETTINGS = DemoSettings()
 QUICK_SETTINGS = replace(
-    DEFAULT_SETTINGS, corpora=("bilingual", "english"), max_steps=200, probe_steps=(20, 40, 70, 120, 200),
+    DEFAULT_SETTINGS, corpora=("bilingual", "english"), max_steps=200, probe_steps=(15, 25, 40, 70, 120, 200),
     n_test=100, repeats=1, bootstrap=100,
 )
 
