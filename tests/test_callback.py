@@ -116,6 +116,11 @@ def test_resume_continues_schedule_without_loss_or_duplicates(tiny_gpt2_config, 
     hist = tmp_path / "transfer_probe" / "history.jsonl"
     assert [r["step"] for r in _probe_records(hist)] == [0, 3, 6]
     # The run "crashed" after step 6 was probed; resume from checkpoint-3 and train to step 9.
+    # It also left a snapshot behind (a process-executor probe that never finished): cleaned up.
+    from transfer_probe.snapshot import save_snapshot
+
+    orphan = save_snapshot(_gpt2(tiny_gpt2_config), tmp_path / "transfer_probe" / "snapshots" / "step-5",
+                           tokens=5, step=5)
     second = probe()
     with caplog.at_level(logging.INFO, logger="transfer_probe"):
         make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path, max_steps=9, save_steps=3,
@@ -125,6 +130,7 @@ def test_resume_continues_schedule_without_loss_or_duplicates(tiny_gpt2_config, 
     assert {r["run_id"] for r in recs} == {first.run_id} and second.run_id == first.run_id
     assert recs[-1]["tokens"] == 9 * TOKENS_PER_STEP
     assert any("step 6 already has probe records" in m for m in caplog.messages)
+    assert not orphan.path.exists() and any("removed 1 snapshot(s)" in m for m in caplog.messages)
 
 
 def test_failing_probe_is_recorded_and_training_continues(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path,

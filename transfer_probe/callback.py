@@ -283,6 +283,8 @@ class TransferProbeCallback(TrainerCallback):
         self._history = HistoryWriter(self.history_path)
         self._snapshots_dir = root / "snapshots"
         self._writer = _SnapshotWriter()
+        if not self.keep_snapshots:
+            _remove_orphan_snapshots(self._snapshots_dir)
         tokens = self.counter.tokens(state)
         baseline_done = self._resume_from_history(state, tokens)
         self.schedule.start(tokens)
@@ -623,6 +625,25 @@ class _SnapshotWriter:
             self._queue.put(None)
             self._thread.join(timeout=30)
         self._thread = None
+
+
+def _remove_orphan_snapshots(directory: Path) -> None:
+    """Snapshots left by a process that died before its probes finished: nothing will read them."""
+    import shutil
+
+    from transfer_probe.snapshot import MARKER_FILENAME, release_snapshot
+
+    if not directory.is_dir():
+        return
+    removed = 0
+    for child in directory.iterdir():
+        if (child / MARKER_FILENAME).is_file():
+            removed += release_snapshot(child)
+        elif child.is_dir() and child.name.startswith(".") and ".tmp-" in child.name:
+            shutil.rmtree(child, ignore_errors=True)  # half-written by a writer that died
+            removed += 1
+    if removed:
+        logger.info("transfer_probe | removed %d snapshot(s) left by an earlier run in %s", removed, directory)
 
 
 def _check_tasks(tasks: Any) -> list[Any]:
