@@ -65,7 +65,7 @@ REAL = Sizes(d_model=None, d_ff=None, num_layers=None, num_heads=None, block_siz
              target_bleu=15.0)
 OFFLINE = Sizes(d_model=128, d_ff=256, num_layers=2, num_heads=4, block_size=128, batch_size=16, max_steps=400,
                 lr=1e-3, probe_points=5, first_probe_step=25, finetune_sizes=(50,), finetune_steps=60,
-                finetune_lr=1e-3, finetune_batch=32, max_test_examples=200, budget_factor=10, target_bleu=30.0)
+                finetune_lr=3e-4, finetune_batch=32, max_test_examples=200, budget_factor=10, target_bleu=30.0)
 SMOKE = Sizes(d_model=32, d_ff=64, num_layers=1, num_heads=2, block_size=64, batch_size=8, max_steps=12, lr=1e-3,
               probe_points=2, first_probe_step=4, finetune_sizes=(32,), finetune_steps=4, finetune_lr=1e-3,
               finetune_batch=16, max_test_examples=16, budget_factor=10, target_bleu=30.0)
