@@ -258,3 +258,32 @@ def test_on_save_with_epoch_saves_probes_each_saved_epoch(tiny_gpt2, tiny_tokeni
 
     state = json.loads((tmp_path / "checkpoint-2" / "trainer_state.json").read_text())
     assert any("transfer_probe/en-fr/df=32/bleu" in h for h in state["log_history"])
+
+
+def test_adaptive_repeats_remeasure_a_borderline_warning_before_it_is_raised(tiny_gpt2, tiny_tokenizer, train_data,
+                                                                             task, tmp_path, caplog):
+    """The law-break setup above, with thresholds that call every decision borderline: the callback
+    spends its adaptive budget (3 fine-tunes, 2 per round) re-measuring the newest point before warning,
+    and the extra repeats land in the history as repeats of that point."""
+    from _synthetic import history_records
+
+    from transfer_probe.diagnose import Thresholds
+    from transfer_probe.history import HistoryWriter
+
+    hist = tmp_path / "transfer_probe" / "history.jsonl"
+    HistoryWriter(hist).extend(history_records(task="en-fr", df=32, run_id="run-y", baseline=False))
+    probe = TransferProbeCallback([task], every_tokens=int(2e10), finetune=quick_finetune(), seq_len=2_500_000_000,
+                                  run_id="run-y", budget_tokens=4e10, baseline=False, adaptive_repeats=3,
+                                  thresholds=Thresholds(borderline=1e9))
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=3, callbacks=[probe])
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer.train()
+    new = [r for r in read_history(hist) if r["kind"] == "probe" and r["step"] == 2]
+    # 1 scheduled fine-tune + 2 (first round) + 1 (the budget's rest), all at step 2, distinct repeats
+    assert sorted(r["repeat"] for r in new) == [0, 1, 2, 3]
+    assert all(r["tokens"] == 2e10 and r["status"] == "ok" for r in new)
+    held = [m for m in caplog.messages if "measuring" in m and "before warning" in m]
+    assert len(held) == 2 and "adaptive repeats: 1 of 3 left" in held[0] and "0 of 3 left" in held[1]
+    # with the budget spent, the standing verdict is finally warned about
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("en-fr D_f=32" in m for m in warnings)

@@ -111,6 +111,13 @@ class TransferProbeCallback(TrainerCallback):
             (:class:`~transfer_probe.probe.FinetuneConfig`; defaults are for tiny models).
         repeats: independent fine-tunes per (point, task, D_f), different seeds (and data subsets
             with ``FinetuneConfig(resample_data=True)``); fits use their mean and spread.
+        adaptive_repeats: a cost cap, in fine-tunes over the whole run, for re-measuring borderline
+            points: when a warning verdict (misaligned, law_break, no_transfer) is borderline, the
+            callback first runs ``max(repeats, 2)`` more fine-tunes at the newest point and warns only
+            if the verdict stands. Needs the point's weights: the inline executor (still at that
+            step) or ``keep_snapshots=True``. Default 0: off.
+        thresholds: the decision thresholds of the verdicts (``transfer_probe.diagnose.Thresholds``;
+            default ``DEFAULT_THRESHOLDS``, calibrated in benchmarks/README.md).
         baseline: also probe a randomly initialized model of the same config, once per run
             (records with ``pretrained: false``; needed for the transfer law).
         budget_tokens: the pre-training tokens you plan; verdicts predict the metric there.
@@ -145,6 +152,8 @@ class TransferProbeCallback(TrainerCallback):
         executor_options: dict[str, Any] | None = None,
         finetune: FinetuneConfig | None = None,
         repeats: int = 1,
+        adaptive_repeats: int = 0,
+        thresholds: Any = None,
         baseline: bool = True,
         budget_tokens: float | None = None,
         target_bleu: float | None = None,
@@ -171,6 +180,15 @@ class TransferProbeCallback(TrainerCallback):
         if not isinstance(repeats, numbers.Integral) or isinstance(repeats, bool) or repeats < 1:
             raise ValueError(f"repeats must be a positive integer (fine-tunes per probe point), got {repeats!r}")
         self.repeats = int(repeats)
+        if not isinstance(adaptive_repeats, numbers.Integral) or isinstance(adaptive_repeats, bool) \
+                or adaptive_repeats < 0:
+            raise ValueError(f"adaptive_repeats must be a non-negative integer (extra fine-tunes over the run), "
+                             f"got {adaptive_repeats!r}")
+        self.adaptive_repeats = int(adaptive_repeats)
+        self._adaptive_left = self.adaptive_repeats
+        self.thresholds = thresholds
+        self._current: tuple[Any, int] | None = None  # (model, step) during the event that probes it
+        self._adaptive_warned = False
         self.baseline = bool(baseline)
         for name, v in (("budget_tokens", budget_tokens), ("target_bleu", target_bleu)):
             if v is not None and (not isinstance(v, numbers.Real) or isinstance(v, bool)
@@ -367,8 +385,18 @@ class TransferProbeCallback(TrainerCallback):
             # writing the weights a second time.
             self._deferred = (point, step)
             return
-        self._submit(point, step, model, checkpoint=None)
-        self._collect(state, control)
+        self._current = (model, step)
+        try:
+            self._submit(point, step, model, checkpoint=None)
+            self._collect(state, control)
+            # Inline re-measurements (adaptive repeats) are already done: report them at this step,
+            # which may ask for another round; the adaptive budget bounds the rounds.
+            for _ in range(self.adaptive_repeats):
+                if getattr(self.executor, "name", "") != "inline" or not self.executor.pending:
+                    break
+                self._collect(state, control)
+        finally:
+            self._current = None
 
     def on_save(self, args, state, control, model=None, **kwargs):
         if not self._active or self._deferred is None:
@@ -547,7 +575,8 @@ class TransferProbeCallback(TrainerCallback):
             return
         try:
             mine = [r for r in read_history(self.history_path) if str(r.get("run_id")) == self.run_id]
-            verdicts = diag.diagnose_all(mine, budget_tokens=self.budget_tokens, target=self.target_bleu)
+            verdicts = diag.diagnose_all(mine, budget_tokens=self.budget_tokens, target=self.target_bleu,
+                                        **({"thresholds": self.thresholds} if self.thresholds is not None else {}))
         except Exception as exc:  # a diagnosis bug must never stop training
             logger.warning("transfer_probe | diagnosis failed: %s: %s", type(exc).__name__, exc)
             return
@@ -556,6 +585,8 @@ class TransferProbeCallback(TrainerCallback):
         for key, verdict in verdicts.items():
             task, df = str(key[0]), key[1]
             if (task, df) not in touched:
+                continue
+            if self._remeasure(task, df, verdict, mine):
                 continue
             try:
                 text = diag.format_verdict(verdict)
@@ -578,6 +609,50 @@ class TransferProbeCallback(TrainerCallback):
                 logger.warning("transfer_probe | stopping pre-training: verdict %r for %s D_f=%s matches stop_on=%s",
                                getattr(verdict, "status", None), task, df, sorted(self.stop_on))
                 control.should_training_stop = True
+
+
+    def _remeasure(self, task_name: str, df: Any, verdict: Any, records: list[dict]) -> bool:
+        """Hold a borderline warning and run more fine-tunes at its newest point (adaptive repeats).
+
+        Returns True when more measurements were submitted: the warning waits for them.
+        """
+        if (self._adaptive_left <= 0 or not getattr(verdict, "borderline", False)
+                or getattr(verdict, "status", None) not in {"misaligned", "law_break", "no_transfer"}):
+            return False
+        pts = [r for r in records if r.get("kind", "probe") == "probe" and r.get("pretrained", True)
+               and str(r.get("task")) == task_name and _df(r) == df]
+        if not pts:
+            return False
+        newest = max(pts, key=lambda r: float(r.get("tokens") or 0))
+        step, tokens = int(newest.get("step") or 0), float(newest.get("tokens") or 0)
+        at_point = [r for r in pts if int(r.get("step") or 0) == step]
+        snap = None
+        if self._current is not None and self._current[1] == step:
+            # Inline: the model has not moved since this point was probed.
+            snap = capture_in_memory(unwrap_model(self._current[0]), tokens=int(tokens), step=step,
+                                     tokenizer=self.tokenizer)
+        elif self.keep_snapshots and (self._snapshots_dir / f"step-{step}").is_dir():
+            from transfer_probe.snapshot import load_snapshot
+
+            snap = load_snapshot(self._snapshots_dir / f"step-{step}")
+        if snap is None:
+            if not self._adaptive_warned:
+                self._adaptive_warned = True
+                logger.warning("transfer_probe | adaptive_repeats: the weights of step %d are gone, so the borderline "
+                               "verdict cannot be re-measured; use executor='inline' or keep_snapshots=True", step)
+            return False
+        task = next(t for t in self.tasks if t.name == task_name)
+        extra = min(max(self.repeats, 2), self._adaptive_left)
+        first = 1 + max(int(r.get("repeat") or 0) for r in at_point)
+        jobs = [ProbeJob(snapshot=snap, task=task, finetune_size=int(df), config=self.finetune, repeat=first + i,
+                         run_id=self.run_id, extra={"schedule": {"reasons": ["adaptive_repeat"]}})
+                for i in range(extra)]
+        self._adaptive_left -= extra
+        logger.info("transfer_probe | %s D_f=%s | borderline %s at %s tokens: measuring %d more fine-tune(s) "
+                    "there before warning (adaptive repeats: %d of %d left)", task_name, df,
+                    verdict.status, _fmt_tokens(tokens), extra, self._adaptive_left, self.adaptive_repeats)
+        self.executor.submit(jobs)
+        return True
 
 
 # ----------------------------------------------------------------------------------------------
