@@ -148,7 +148,9 @@ def corpus_lines(kind: str, n_chars: int, *, exclude: Collection[int] = (), seed
     hold one to three numbers in one language, half English, half French.
 
     >>> corpus_lines("english", 60, seed=1)[0]
-    'eight hundred forty-three thousand nine hundred eleven'
+    'eighty-six thousand five hundred ninety-seven six thousand two hundred fifty'
+    >>> corpus_lines("bilingual", 2_000, pair_fraction=1.0)[0]
+    'one hundred sixty-seven = cent soixante-sept'
     """
     if kind not in CORPORA:
         raise ValueError(f"unknown corpus {kind!r}; choose one of {sorted(CORPORA)}")
