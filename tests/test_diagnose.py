@@ -1,7 +1,9 @@
 """The diagnosis rules on seeded synthetic records: each status, noise handling, text, tracking."""
 
+import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -230,3 +232,26 @@ def test_errors_too_small_for_the_scatter_are_scaled_up():
     v = diagnose(recs)
     assert v.stats["decline"]["scale"] > 3
     assert not v.is_warning
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "olmo-ladder"
+
+
+def _olmo(run, task, chance):
+    with open(DATA / f"{run}.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    recs = [{"run_id": run, "task": task, "finetune_size": 0, "tokens": float(r["throughput/total_tokens"]),
+             "metrics": {"accuracy": float(r[f"eval/downstream/{task}_val_rc_5shot_len_norm"]),
+                         "bpb": float(r[f"eval/downstream_bpb/{task}_val_rc_5shot_bpb"])}} for r in rows]
+    return recs + [{"run_id": run, "task": task, "finetune_size": 0, "tokens": 0.0, "pretrained": False,
+                    "metrics": {"accuracy": chance}}]
+
+
+def test_real_olmo_ladder_curves():
+    if not DATA.is_dir():
+        pytest.skip(f"shared data not found at {DATA}")
+    big = diagnose(_olmo("1B-10xC", "hellaswag", 0.25), budget_tokens=5e11, metric="accuracy", ce="bpb")
+    assert big.status == "aligned" and big.recommendation == "continue"
+    assert any("scatter" in r for r in big.reasons)  # no recorded errors: the noise is the scatter
+    small = diagnose(_olmo("190M-1xC", "mmlu_stem", 0.25), metric="accuracy", ce="bpb")
+    assert small.status == "no_transfer"  # a 190M model stays at chance on MMLU
