@@ -64,7 +64,7 @@ REAL = Sizes(n_layer=6, n_embd=512, n_head=8, block_size=512, batch_size=32, max
              target_bleu=15.0)
 OFFLINE = Sizes(n_layer=2, n_embd=128, n_head=4, block_size=128, batch_size=16, max_steps=400, lr=1e-3,
                 probe_points=5, first_probe_step=25, finetune_sizes=(50,), finetune_steps=60, finetune_lr=3e-4,
-                finetune_batch=32, max_test_examples=200, repeats=1, budget_factor=10, target_bleu=30.0)
+                finetune_batch=32, max_test_examples=200, repeats=2, budget_factor=10, target_bleu=30.0)
 SMOKE = Sizes(n_layer=1, n_embd=32, n_head=2, block_size=64, batch_size=8, max_steps=12, lr=1e-3,
               probe_points=2, first_probe_step=4, finetune_sizes=(32,), finetune_steps=4, finetune_lr=1e-3,
               finetune_batch=16, max_test_examples=16, repeats=1, budget_factor=10, target_bleu=30.0)

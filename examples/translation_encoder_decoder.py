@@ -54,6 +54,7 @@ class Sizes:
     finetune_lr: float
     finetune_batch: int
     max_test_examples: int
+    repeats: int  # independent fine-tunes per probe point (their spread goes into the fits)
     budget_factor: float
     target_bleu: float
 
@@ -61,14 +62,14 @@ class Sizes:
 # Real: t5-small as published (60M parameters), trained from scratch.
 REAL = Sizes(d_model=None, d_ff=None, num_layers=None, num_heads=None, block_size=512, batch_size=32,
              max_steps=20_000, lr=5e-4, probe_points=8, first_probe_step=100, finetune_sizes=(2_000, 20_000),
-             finetune_steps=500, finetune_lr=5e-4, finetune_batch=16, max_test_examples=500, budget_factor=10,
+             finetune_steps=500, finetune_lr=5e-4, finetune_batch=16, max_test_examples=500, repeats=1, budget_factor=10,
              target_bleu=15.0)
 OFFLINE = Sizes(d_model=128, d_ff=256, num_layers=2, num_heads=4, block_size=128, batch_size=16, max_steps=400,
                 lr=1e-3, probe_points=5, first_probe_step=25, finetune_sizes=(50,), finetune_steps=60,
-                finetune_lr=3e-4, finetune_batch=32, max_test_examples=200, budget_factor=10, target_bleu=30.0)
+                finetune_lr=3e-4, finetune_batch=32, max_test_examples=200, repeats=2, budget_factor=10, target_bleu=30.0)
 SMOKE = Sizes(d_model=32, d_ff=64, num_layers=1, num_heads=2, block_size=64, batch_size=8, max_steps=12, lr=1e-3,
               probe_points=2, first_probe_step=4, finetune_sizes=(32,), finetune_steps=4, finetune_lr=1e-3,
-              finetune_batch=16, max_test_examples=16, budget_factor=10, target_bleu=30.0)
+              finetune_batch=16, max_test_examples=16, repeats=1, budget_factor=10, target_bleu=30.0)
 
 
 def hub_inputs(args, s: Sizes):
@@ -160,6 +161,7 @@ def main(argv=None) -> int:
         finetune=FinetuneConfig(max_steps=s.finetune_steps, learning_rate=s.finetune_lr, batch_size=s.finetune_batch,
                                 seed=args.seed, num_threads=1 if args.offline else None,
                                 bootstrap=20 if args.smoke else 200),
+        repeats=s.repeats,
         baseline=True,
         budget_tokens=budget,
         target_bleu=s.target_bleu,
