@@ -56,7 +56,7 @@ def _histories(out: Path) -> list[Path]:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from transfer_probe.diagnose import diagnose
+    from transfer_probe.diagnose import WARNING_STATUSES, diagnose
     from transfer_probe.history import group_key, probe_records, read_history
 
     out = Path(args.out)
@@ -94,20 +94,33 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                     mean_bleu=mean_bleu,
                 ))
             full = diagnose(group).status
+            token_points = sorted(points)
             for k in range(1, R + 1):
                 subsets = list(itertools.combinations(repeats, k))
                 statuses = []
+                warned = 0
                 for sub in subsets:
                     chosen = [r for r in group if int(r.get("repeat", 0)) in sub]
                     try:
                         statuses.append(diagnose(chosen).status)
                     except ValueError as err:
                         statuses.append(f"error: {err}")
+                    # Warnings raised during the run: the verdict after each probe point, as the
+                    # callback would have given it then.
+                    for t in token_points[:-1]:
+                        upto = [r for r in chosen if float(r["tokens"]) <= t]
+                        try:
+                            if diagnose(upto).status in WARNING_STATUSES:
+                                warned += 1
+                                break
+                        except ValueError:
+                            pass
                 counts = Counter(statuses)
                 verdict_rows.append(dict(
                     corpus=corpus, seed=seed, df=df, k=k, subsets=len(subsets), full=full,
                     agree=counts[full] / len(subsets), modal=counts.most_common(1)[0][0],
                     modal_share=counts.most_common(1)[0][1] / len(subsets), counts=dict(counts),
+                    warned_before=warned / len(subsets),
                 ))
     print("Noise of the aggregate against probe cost (per probe point; SEM = repeat SD / sqrt(k), averaged")
     print("over the run's probe points; boot = bootstrap SEM over test sentences / sqrt(k))\n")
@@ -117,12 +130,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"| {r['corpus']} | {r['seed']} | {r['df']} | {r['k']} | {r['cost_s']:.1f} | {r['cost_cpu_s']:.1f} | "
               f"{r['mean_bleu']:.1f} | {r['sem_bleu']:.2f} | {r['boot_bleu']:.2f} | {r['sem_ce']:.3f} |")
     print("\nVerdict stability: diagnose() on every subset of k repeats (same subset for the baseline)\n")
-    print("| corpus | seed | D_f | k | subsets | verdict with all repeats | agree | most common (share) | counts |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("(agree: share of subsets whose final verdict is that of all repeats; warned before the end:")
+    print("share of subsets with a warning verdict after some earlier probe point)\n")
+    print("| corpus | seed | D_f | k | subsets | verdict with all repeats | agree | most common (share) | "
+          "warned before the end | counts |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in verdict_rows:
         counts = ", ".join(f"{s}: {n}" for s, n in sorted(r["counts"].items()))
         print(f"| {r['corpus']} | {r['seed']} | {r['df']} | {r['k']} | {r['subsets']} | {r['full']} | "
-              f"{r['agree']:.2f} | {r['modal']} ({r['modal_share']:.2f}) | {counts} |")
+              f"{r['agree']:.2f} | {r['modal']} ({r['modal_share']:.2f}) | {r['warned_before']:.2f} | {counts} |")
     (out / "analysis.json").write_text(json.dumps({"noise": noise_rows, "verdicts": verdict_rows}, indent=1))
     return 0
 
