@@ -67,15 +67,19 @@ def hub_texts(path: str, name: str | None, split: str, field: str) -> Callable[[
 
 
 def packed_stream(tokenizer: Any, texts: Callable[[], Iterable[str]], block_size: int, *,
-                  split_at: int | None = None, batch_texts: int = 256):
+                  split_at: int | None = None, batch_texts: int = 256, shuffle_buffer: int = 1024, seed: int = 0):
     """An ``IterableDataset`` of fixed-length token blocks cut from ``texts()`` (re-read when used up).
 
     Documents are joined as ``[bos] doc eos`` (bos only when the tokenizer has a distinct one), the
     usual causal-LM packing. Decoder-only: each example is ``{"input_ids": block, "labels": block}``.
     With ``split_at`` (encoder-decoder), the block is cut in two: the first ``split_at`` tokens are
     the encoder's ``input_ids`` and the rest are the ``labels`` the decoder must continue with (the
-    prefix -> continuation objective).
+    prefix -> continuation objective). Blocks leave through a shuffle buffer of ``shuffle_buffer``
+    blocks (as ``datasets``' ``IterableDataset.shuffle``), so a batch does not hold consecutive
+    pieces of one long document.
     """
+    import random
+
     import torch
 
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -87,6 +91,17 @@ def packed_stream(tokenizer: Any, texts: Callable[[], Iterable[str]], block_size
 
     class _Packed(torch.utils.data.IterableDataset):
         def __iter__(self):
+            rng = random.Random(seed)
+            pool: list[dict] = []
+            for block in self._blocks():
+                if len(pool) < shuffle_buffer:
+                    pool.append(block)
+                    continue
+                i = rng.randrange(len(pool))
+                pool[i], block = block, pool[i]
+                yield block
+
+        def _blocks(self):
             buf: list[int] = []
             while True:
                 produced = False

@@ -67,8 +67,8 @@ REAL = Sizes(n_layer=6, n_embd=512, n_head=8, block_size=1024, batch_size=16, ma
              probe_points=8, first_probe_step=100, finetune_sizes=(2_000,), finetune_steps=500, finetune_lr=3e-4,
              finetune_batch=16, max_test_examples=500, max_length=384, budget_factor=10, n_samples=10)
 OFFLINE = Sizes(n_layer=2, n_embd=128, n_head=4, block_size=128, batch_size=16, max_steps=400, lr=1e-3,
-                probe_points=5, first_probe_step=25, finetune_sizes=(500,), finetune_steps=60, finetune_lr=1e-3,
-                finetune_batch=32, max_test_examples=100, max_length=96, budget_factor=10, n_samples=10)
+                probe_points=5, first_probe_step=25, finetune_sizes=(200,), finetune_steps=60, finetune_lr=1e-3,
+                finetune_batch=16, max_test_examples=100, max_length=64, budget_factor=10, n_samples=10)
 SMOKE = Sizes(n_layer=1, n_embd=32, n_head=2, block_size=64, batch_size=8, max_steps=12, lr=1e-3,
               probe_points=2, first_probe_step=4, finetune_sizes=(32,), finetune_steps=4, finetune_lr=1e-3,
               finetune_batch=16, max_test_examples=12, max_length=40, budget_factor=10, n_samples=2)
@@ -174,7 +174,7 @@ def offline_inputs(args, s: Sizes, tasks):
         if total >= need:
             break
     sample = texts[:300] + [t for pair in tasks[0].train_pairs[:2000] for t in pair]
-    tokenizer = demodata.train_tokenizer(sample, vocab_size=512 if args.smoke else 4096)
+    tokenizer = demodata.train_tokenizer(sample, vocab_size=512 if args.smoke else 2048)
     print(f"pre-training text: {len(texts)} standard-library files ({sum(map(len, texts)):,} characters)")
     return tokenizer, (lambda: iter(texts))
 
@@ -247,7 +247,7 @@ def main(argv=None) -> int:
         logging_steps=max(1, s.max_steps // 10), save_strategy="no", report_to="none", seed=args.seed,
         include_num_input_tokens_seen=True, use_cpu=args.offline, dataloader_num_workers=0, disable_tqdm=args.smoke,
     )
-    train = packed_stream(tokenizer, texts, s.block_size)
+    train = packed_stream(tokenizer, texts, s.block_size, seed=args.seed)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer,
                       callbacks=[probe])
     trainer.train()

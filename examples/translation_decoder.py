@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         include_num_input_tokens_seen=True,      # exact D_p for the probe schedule and the laws
         use_cpu=args.offline, dataloader_num_workers=0, disable_tqdm=args.smoke,
     )
-    train = packed_stream(tokenizer, texts, s.block_size)
+    train = packed_stream(tokenizer, texts, s.block_size, seed=args.seed)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer,
                       callbacks=[probe])
     trainer.train()

@@ -174,7 +174,7 @@ def main(argv=None) -> int:
         logging_steps=max(1, s.max_steps // 10), save_strategy="no", report_to="none", seed=args.seed,
         use_cpu=args.offline, dataloader_num_workers=0, disable_tqdm=args.smoke,
     )
-    train = packed_stream(tokenizer, texts, s.block_size, split_at=s.block_size // 2)
+    train = packed_stream(tokenizer, texts, s.block_size, split_at=s.block_size // 2, seed=args.seed)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, processing_class=tokenizer,
                       callbacks=[probe])
     trainer.train()
