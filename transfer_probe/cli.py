@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command != "demo":  # the demo formats its own progress output
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
     debug = os.environ.get("TRANSFER_PROBE_DEBUG") == "1"
     try:
         return COMMANDS[args.command](args)
