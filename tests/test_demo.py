@@ -6,6 +6,7 @@ One quick demo run is shared by the tests of this module (about 2 minutes on 2 c
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import pytest
 
@@ -33,9 +34,13 @@ def test_quick_demo_writes_one_history_per_corpus(quick_demo):
         assert all(r["status"] == "ok" for r in probes), [r.get("error") for r in probes]
         pre = [r for r in probes if r["pretrained"]]
         base = [r for r in probes if not r["pretrained"]]
-        # Every probe point, every repeat, plus the no-pretraining baseline.
+        # Every probe point, every repeat (plus at most the adaptive cap of re-measurements at
+        # borderline points), and the no-pretraining baseline.
         assert sorted({float(r["tokens"]) for r in pre}) == expected_tokens
-        assert len(pre) == len(expected_tokens) * s.repeats
+        per_point = Counter(float(r["tokens"]) for r in pre)
+        assert min(per_point.values()) == s.repeats
+        assert len(expected_tokens) * s.repeats <= len(pre) <= len(expected_tokens) * s.repeats + s.adaptive_repeats
+        assert sorted({r["repeat"] for r in pre}) == list(range(max(per_point.values())))
         assert len(base) == s.repeats and all(r["tokens"] == 0 for r in base)
         for r in probes:
             assert r["task"] == "en-fr" and r["finetune_size"]["examples"] in s.finetune_sizes
