@@ -268,7 +268,7 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, pro
             print(result.table())
             print()
             for row in rows:
-                for reason in row.reasons[:2]:
+                for reason in row.reasons[:3]:
                     print(f"  {row.corpus}: {reason}")
             print(f"\nhistories: {', '.join(str(p) for p in paths)}")
             print(note)
