@@ -236,3 +236,27 @@ def test_process_executor_gives_up_on_a_worker_that_cannot_start(snap_dir, trans
     assert len(recs) == 1 and recs[0]["status"] == "failed" and "before it was ready" in recs[0]["error"]
     assert not snap.path.exists()
     assert sum("from now on" in m for m in caplog.messages) == 1
+
+
+def test_process_executor_never_drops_the_baseline_point(snap_dir, translation_task, tmp_path):
+    """The no-pretraining baseline is measured once per run: it is accepted even beyond max_pending,
+    and a full queue coalesces a waiting pretrained point, never the baseline."""
+    from dataclasses import replace
+
+    ex = ProcessExecutor(tmp_path / "h.jsonl", max_pending=1, overflow="coalesce", num_threads=1)
+    try:
+        running = snap_dir(1)
+        assert ex.submit(_jobs(running, translation_task, config=SLOW))
+        _wait(lambda: ex.running_job is not None)
+        waiting = snap_dir(2)
+        assert ex.submit(_jobs(waiting, translation_task, config=SLOW))
+        base = replace(snap_dir(0), tokens=0, step=0, pretrained=False)
+        assert ex.submit(_jobs(base, translation_task, config=SLOW))  # queue full: accepted beyond it
+        assert ex.dropped == []
+        newest = snap_dir(3)
+        assert ex.submit(_jobs(newest, translation_task, config=SLOW))  # coalesces the pretrained point
+        assert [d["step"] for d in ex.dropped] == [2]
+    finally:
+        recs = ex.close(timeout=0)
+    # everything not dropped has a record (not finished, at close), the baseline included
+    assert sorted((r["step"], r.get("pretrained", True)) for r in recs) == [(0, False), (1, True), (3, True)]

@@ -314,14 +314,19 @@ class ProcessExecutor(Executor):
             return True
         with self._lock:
             waiting = len(self._queue)
-            if waiting >= self.max_pending:
-                new = jobs[0].snapshot
+            new = jobs[0].snapshot
+            # The no-pretraining baseline is measured once per run and every verdict compares
+            # against it: it is never coalesced or skipped (the queue may hold one point more).
+            droppable = [i for i, (pt, _) in enumerate(self._queue) if getattr(pt.snapshot, "pretrained", True)]
+            if waiting >= self.max_pending and getattr(new, "pretrained", True) and (
+                    droppable or self.overflow == "skip"):
                 if self.overflow == "skip":
                     self._note_drop(new, "skipped: queue full")
                     self._warn_overflow(f"the new probe point at step {new.step} is skipped")
                     self._release(_Point(jobs=jobs, snapshot=new))
                     return False
-                old, _ = self._queue.popleft()
+                old, _ = self._queue[droppable[0]]
+                del self._queue[droppable[0]]
                 self._note_drop(old.snapshot, f"coalesced into step {new.step}")
                 self._warn_overflow(
                     f"the waiting probe point at step {old.snapshot.step} is replaced by the newer one at step {new.step}"
