@@ -475,8 +475,10 @@ class TransferProbeCallback(TrainerCallback):
             self._handle(records, state, control)
             if self._tracker is not None and hasattr(self._tracker, "final"):
                 try:
+                    # "Say it at the end": the warnings still standing, marked so they do not read
+                    # as a repeat of the probe that raised them.
                     for line in _lines(self._tracker.final()):
-                        logger.info("%s", line)
+                        logger.info("transfer_probe | end of training, still standing: %s", line)
                 except Exception as exc:  # diagnosis must never break the end of training
                     logger.warning("transfer_probe | final verdict summary failed: %s", exc)
         finally:

@@ -733,8 +733,11 @@ class _Diagnosis:
             self.reasons.insert(0, f"{self.L} follows the log-law: the newest {n - m} probe{'s' if n - m > 1 else ''} "
                                    f"{'are' if n - m > 1 else 'is'} {z:+.1f} noise SDs from the prediction of the "
                                    f"{m} earlier ones (warning below {-th.z_holdout:g})")
-        else:
+        elif getattr(self.full, "ok", False):
             self.reasons.insert(0, f"{self.L} follows the log-law over {n} probes")
+        else:
+            # Not "follows the law": no break was found, but the law itself is not identified yet.
+            self.reasons.insert(0, f"no break detected over {n} probes; the log-law itself is not identified yet")
         rec = "continue"
         prediction = tokens_to_target = None
         full = self.full
