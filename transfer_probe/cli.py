@@ -157,7 +157,10 @@ def _select(rows: list[dict], task: str | None, finetune_size: int | None) -> li
     if finetune_size is not None:
         out = [r for r in out if group_key(r)[1] in (finetune_size, float(finetune_size))]
     if not out and rows:
-        raise CLIError(f"no rows match --task {task!r} --finetune-size {finetune_size!r}")
+        asked = " ".join(f"{flag} {v}" for flag, v in (("--task", task), ("--finetune-size", finetune_size))
+                         if v is not None)
+        tasks = sorted({str(r.get("task")) for r in rows if r.get("task") is not None})
+        raise CLIError(f"no rows match {asked}" + (f"; tasks in the file: {', '.join(tasks)}" if tasks else ""))
     return out
 
 
@@ -296,7 +299,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     for f in args.files:
         if not Path(f).exists():
             raise CLIError(f"{f}: no such file")
-    out = write_report(args.files, args.output, budget_tokens=args.budget, target=args.target)
+    try:
+        out = write_report(args.files, args.output, budget_tokens=args.budget, target=args.target)
+    except OSError as err:
+        raise CLIError(f"cannot write the report to {args.output}: {err.strerror or err}") from None
     print(f"report written to {out}")
     return 0
 

@@ -837,7 +837,15 @@ class _Law:
 # --------------------------------------------------------------------------------------------------
 
 
-class LogLaw(_Law):
+class _TokenLaw(_Law):
+    """A law of one variable (tokens D): fitted in u = log(D / min D), so log D >= 0 and the
+    parameters stay well scaled whatever the units of D."""
+
+    def _prepare(self, X, y):
+        return {"log_x0": float(np.log(np.min(X)))}
+
+
+class LogLaw(_TokenLaw):
     """BLEU-type score against pre-training tokens: ``f(D) = (log(A * D**alpha))**beta`` (Isik et al. 2024).
 
     Fitted as ``f = g * (1 + h * log(D / D0))**beta`` with ``D0 = min(D)``: ``g`` is the score at
@@ -874,9 +882,6 @@ class LogLaw(_Law):
     direction = +1
     invertible = True
     noise_model = "additive"
-
-    def _prepare(self, X, y):
-        return {"log_x0": float(np.log(np.min(X)))}
 
     def _logf(self, theta, X, ref):
         theta = np.asarray(theta, dtype=float)
@@ -937,7 +942,7 @@ class LogLaw(_Law):
         return math.exp(ref["log_x0"] + u), ""
 
 
-class PowerLaw(_Law):
+class PowerLaw(_TokenLaw):
     """Downstream cross-entropy (or any loss) against tokens: ``L(D) = E + A / D**alpha``.
 
     Fitted as ``L = E + exp(a) * (D / D0)**-alpha`` with ``D0 = min(D)``; Huber delta 1e-3 on log
@@ -968,9 +973,6 @@ class PowerLaw(_Law):
     direction = -1
     invertible = True
     bound_ok = (("E", "min"),)
-
-    def _prepare(self, X, y):
-        return {"log_x0": float(np.log(np.min(X)))}
 
     def _logf(self, theta, X, ref):
         theta = np.asarray(theta, dtype=float)
