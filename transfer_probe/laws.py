@@ -56,6 +56,7 @@ from scipy import stats
 __all__ = [
     "LogLaw",
     "PowerLaw",
+    "SaturatingLaw",
     "TransferLaw",
     "ChinchillaLaw",
     "FitResult",
@@ -226,7 +227,8 @@ class FitResult:
         if not 0 < interval < 1:
             raise ValueError(f"interval must be in (0, 1), got {interval!r}")
         X, scalar = self._law._as_x(x)
-        if not self.ok and not force:
+        # A fit that failed before it had parameters (e.g. every y <= 0) has nothing to evaluate, forced or not.
+        if (not self.ok and not force) or not self._evaluable:
             nan = np.full(X.shape[-1], np.nan)
             out = (nan, nan.copy(), nan.copy())
         else:
@@ -239,8 +241,18 @@ class FitResult:
     def __call__(self, x):
         """The fitted curve at ``x`` (no interval, no ok check): for plotting."""
         X, scalar = self._law._as_x(x)
-        v = np.exp(self._law._logf(self._theta, X, self._ref))
+        if not self._evaluable:
+            v = np.full(X.shape[-1], np.nan)
+        else:
+            v = np.exp(self._law._logf(self._theta, X, self._ref))
         return float(v[0]) if scalar else v
+
+    @property
+    def _evaluable(self) -> bool:
+        # A failed fit has no parameters (NaN theta) and, for token laws, no reference point.
+        if self._theta is None or not np.all(np.isfinite(self._theta)):
+            return False
+        return bool(self._ref) or not isinstance(self._law, _TokenLaw)
 
     def inverse(self, y: float, interval: float = 0.9, *, force: bool = False) -> Inverse:
         """Tokens needed for the fitted curve to reach ``y`` (LogLaw: score rises to y; PowerLaw: loss
@@ -251,7 +263,7 @@ class FitResult:
         if not getattr(law, "invertible", False):
             raise TypeError(f"{self.law} law has no inverse (tokens for a target); use predict()")
         y = float(y)
-        if not self.ok and not force:
+        if (not self.ok and not force) or not self._evaluable:
             return Inverse(math.nan, math.nan, math.nan, "not_identified", f"fit not ok: {self.why}", y, interval)
         tokens, why = law._inverse_mean(self._theta, y, self._ref)
         if not math.isfinite(tokens):
@@ -1026,6 +1038,92 @@ class PowerLaw(_TokenLaw):
         return math.exp(ref["log_x0"] + u), ""
 
 
+class SaturatingLaw(_TokenLaw):
+    """A score that rises to a ceiling: ``f(D) = C - A / D**alpha``.
+
+    The healthy alternative to the log-law that verdicts weigh against it: real checkpoint curves
+    often saturate faster than a log-law extrapolated from early probes, and that overshoot is not a
+    broken law. Fitted as ``f = C * (1 - r * (D / D0)**-alpha)`` with ``D0 = min(D)`` and ``0 < r < 1``
+    (so the curve is positive on the data); ``A = C * r * D0**alpha``.
+
+    >>> tokens = [1e6, 3e6, 1e7, 3e7, 1e8, 3e8]
+    >>> fit = SaturatingLaw().fit(tokens, [60 - 300 * t ** -0.2 for t in tokens])
+    >>> fit.ok, round(fit.params["C"], 1), round(fit.params["alpha"], 2)
+    (True, 60.0, 0.2)
+    """
+
+    name = "saturating"
+    formula = "y = C - A / x**alpha"
+    bound_messages = {
+        ("r", "min"): "the scores do not rise with x: the saturating law does not describe these points",
+        ("r", "max"): "the first point sits at 0 on the fitted curve: add points after the warm-up",
+        ("alpha", "min"): "the approach to the ceiling is too slow to identify (alpha ran to 0): the ceiling is "
+                          "not pinned down by these points",
+        ("alpha", "max"): "the curve saturates too abruptly to identify (alpha ran to its upper bound)",
+        ("log_C", "max"): "the ceiling ran to its upper bound: the points show no saturation yet",
+    }
+    param_names = ("C", "A", "alpha")
+    internal_names = ("log_C", "r", "alpha")
+    huber_delta = 0.1
+    direction = +1
+    invertible = True
+    noise_model = "additive"
+
+    def _logf(self, theta, X, ref):
+        theta = np.asarray(theta, dtype=float)
+        u = np.log(X) - ref["log_x0"]
+        if theta.ndim == 2:
+            lc, r, al = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
+            u = u[None, :]
+        else:
+            lc, r, al = theta
+        return lc + np.log(np.maximum(1.0 - r * np.exp(-al * u), 1e-300))
+
+    def _grad(self, theta, X, ref):
+        lc, r, al = theta
+        u = np.log(X) - ref["log_x0"]
+        e = np.exp(-al * u)
+        v = np.maximum(1.0 - r * e, 1e-300)
+        return np.column_stack([np.ones_like(u), -e / v, r * u * e / v])
+
+    def _bounds(self, X, y, ref):
+        ly = math.log(float(np.max(y)))
+        return np.array([ly - 0.5, 1e-6, 1e-3]), np.array([ly + math.log(20.0), 1.0 - 1e-6, 5.0])
+
+    def _starts(self, X, y, ref):
+        u = np.log(X) - ref["log_x0"]
+        ymax = float(np.max(y))
+        rows = []
+        for cm in (1.02, 1.1, 1.3, 1.7, 2.5, 5.0):
+            C = cm * ymax
+            z = np.log(np.maximum(1.0 - y / C, 1e-9))  # log r - alpha u
+            du = u - u.mean()
+            slope = float(z @ du) / max(float(du @ du), 1e-300)
+            al = float(np.clip(-slope, 1e-3, 5.0))
+            r = float(np.clip(math.exp(float(np.mean(z + al * u))), 1e-6, 1 - 1e-6))
+            rows.append([math.log(C), r, al])
+        return np.array(rows)
+
+    def _public(self, theta, ref):
+        lc, r, al = (float(v) for v in theta)
+        C = math.exp(lc)
+        la = math.log(C * r) + al * ref["log_x0"]
+        return {"C": C, "A": math.exp(min(la, 709.0)), "alpha": al}
+
+    def _inverse_mean(self, theta, y, ref) -> tuple[float, str]:
+        lc, r, al = (float(v) for v in theta)
+        C = math.exp(lc)
+        if y >= C:
+            return math.inf, f"target {y:g} is at or above the fitted ceiling C = {C:.4g}: the curve never gets there"
+        q = (1.0 - y / C) / r
+        if q >= 1.0:
+            return math.exp(ref["log_x0"]), ""
+        u = -math.log(q) / al
+        if u > 700:
+            return math.inf, f"the target {y:g} lies more than e^700 beyond the data"
+        return math.exp(ref["log_x0"] + u), ""
+
+
 class ChinchillaLaw(_Law):
     """Loss across runs of different sizes: ``L(N, D) = E + A / N**alpha + B / D**beta`` (approach 3).
 
@@ -1364,7 +1462,8 @@ def get_law(name: str) -> type:
         raise ValueError(f"unknown law {name!r}; valid laws: {', '.join(sorted(LAWS))}") from None
 
 
-for _name, _cls in (("log", LogLaw), ("power", PowerLaw), ("transfer", TransferLaw), ("chinchilla", ChinchillaLaw)):
+for _name, _cls in (("log", LogLaw), ("power", PowerLaw), ("saturating", SaturatingLaw), ("transfer", TransferLaw),
+                    ("chinchilla", ChinchillaLaw)):
     register_law(_name, _cls)
 
 

@@ -1,0 +1,191 @@
+"""The entry points: :func:`diagnose` one (task, D_f) group of records, :func:`diagnose_all` a whole
+history, :func:`diagnose_rows` a plain table (CSV / JSON Lines)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from transfer_probe.diagnose.rules import Diagnosis
+from transfer_probe.diagnose.verdict import DEFAULT_THRESHOLDS, MissingColumnError, Thresholds, Verdict
+from transfer_probe.history import group_key, probe_records
+
+# Score metrics tried, in order, when the caller names none (higher is better for all of them).
+_SCORE_CANDIDATES = ("bleu", "chrf", "exact_match", "pass@1", "accuracy", "acc", "score")
+
+# Public entry points
+
+
+def diagnose(
+    records: Iterable[Mapping[str, Any]],
+    budget_tokens: float | None = None,
+    target: float | None = None,
+    *,
+    metric: str | None = None,
+    ce: str | None = "cross_entropy",
+    thresholds: Thresholds | None = None,
+) -> Verdict:
+    """Diagnose one (task, D_f) group: its pretrained probe records plus its baseline records.
+
+    ``metric`` is the score (higher is better; default ``bleu``, else the first of chrF, exact
+    match, pass@1, accuracy found); ``ce`` the cross-entropy-type metric (lower is better) used for
+    the misalignment contrast, ``None`` to ignore it. ``budget_tokens``: where to predict the score;
+    ``target``: a score whose token cost is estimated.
+
+        >>> recs = [{"task": "t", "finetune_size": 50, "tokens": d, "metrics": {"bleu": b}}
+        ...         for d, b in [(1e8, 10.0), (2e8, 10.5)]]
+        >>> diagnose(recs).status
+        'insufficient_data'
+
+    Raises ``ValueError`` when the records hold several (task, D_f) groups or several runs, or
+    no successful pretrained probe.
+    """
+    th = thresholds or DEFAULT_THRESHOLDS
+    recs = probe_records(records)
+    pre = [r for r in recs if r.get("pretrained", True)]
+    if not pre:
+        raise ValueError("diagnose: no successful probe record of a pretrained model among the records "
+                         "(baseline-only or failed probes cannot be diagnosed)")
+    groups = sorted({group_key(r) for r in pre}, key=str)
+    if len(groups) > 1:
+        raise ValueError(f"diagnose: the records mix {len(groups)} (task, D_f) groups {groups}; pass one "
+                         f"group, or use diagnose_all(records) to get a verdict per group")
+    task, df = groups[0]
+    base = [r for r in recs if not r.get("pretrained", True)]
+    base_groups = {group_key(r) for r in base}
+    if base_groups - {(task, df)}:
+        raise ValueError(f"diagnose: baseline records of other groups {sorted(base_groups - {(task, df)}, key=str)} "
+                         f"mixed with group {(task, df)}; pass only this group's baseline")
+    runs = sorted({str(r.get("run_id")) for r in pre})
+    if len(runs) > 1:
+        raise ValueError(f"diagnose: the records of group {(task, df)} come from {len(runs)} runs {runs}; "
+                         f"diagnose one run at a time (filter on record['run_id'])")
+    if metric is None:
+        metric = _pick_metric(pre)
+    elif not any(metric in (r.get("metrics") or {}) for r in pre):
+        have = sorted({m for r in pre for m in (r.get("metrics") or {})})
+        raise ValueError(f"diagnose: metric {metric!r} is in no probe record of {(task, df)}; recorded: {have}")
+    if ce is not None and not any(ce in (r.get("metrics") or {}) for r in pre):
+        ce = None
+    return Diagnosis(pre, base, task, df, pre[0].get("run_id"), metric, ce, budget_tokens, target, th).run()
+
+
+def diagnose_all(
+    records: Iterable[Mapping[str, Any]],
+    budget_tokens: float | None = None,
+    target: float | None = None,
+    **kwargs: Any,
+) -> dict[tuple[str, Any], Verdict]:
+    """A verdict per (task, D_f) group of a whole history (baseline records go to their group).
+
+        >>> verdicts = diagnose_all(read_history("history.jsonl"), budget_tokens=2e10)   # doctest: +SKIP
+        >>> verdicts[("en-fr", 2000)].status                                              # doctest: +SKIP
+        'misaligned'
+
+    Keyword arguments go to :func:`diagnose` (``metric``, ``ce``, ``thresholds``).
+    """
+    recs = probe_records(records)
+    pre: dict[tuple, list[dict]] = {}
+    base: dict[tuple, list[dict]] = {}
+    for r in recs:
+        (pre if r.get("pretrained", True) else base).setdefault(group_key(r), []).append(r)
+    if not pre:
+        raise ValueError("diagnose_all: no successful probe record of a pretrained model in the history")
+    return {key: diagnose(pre[key] + base.get(key, []), budget_tokens, target, **kwargs)
+            for key in sorted(pre, key=str)}
+
+
+def diagnose_rows(
+    rows: Sequence[Mapping[str, Any]],
+    x: str = "tokens",
+    y: str = "bleu",
+    ce: str | None = "cross_entropy",
+    budget_tokens: float | None = None,
+    target: float | None = None,
+    **kwargs: Any,
+) -> Verdict:
+    """Diagnose a plain table (CSV / JSON Lines rows): ``x`` tokens column, ``y`` score column, ``ce``
+    cross-entropy-type column (lower is better; ``None`` to ignore; the default ``cross_entropy`` is
+    skipped quietly when absent, any other missing name is an error).
+
+    Optional columns: ``{y}_sem`` / ``{ce}_sem`` (standard errors), ``pretrained`` (false marks
+    no-pretraining baseline rows), ``task``. Rows sharing a tokens value are repeats.
+
+        >>> rows = [{"tokens": d, "bleu": b} for d, b in [(1e8, 10.0), (2e8, 12.0)]]
+        >>> diagnose_rows(rows).status
+        'insufficient_data'
+    """
+    rows = [r for r in rows if isinstance(r, Mapping)]
+    if not rows:
+        raise ValueError("diagnose_rows: the table has no rows")
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    for flag, name in (("--x", x), ("--y", y)):
+        if name not in cols:
+            raise MissingColumnError(f"column {name!r} ({flag}) is not in the table; columns: {', '.join(map(str, cols))}")
+    if ce is not None and ce not in cols:
+        if ce != "cross_entropy":
+            raise MissingColumnError(f"column {ce!r} (--ce) is not in the table; columns: {', '.join(map(str, cols))} "
+                                     f"(use --ce none to diagnose without a cross-entropy contrast)")
+        ce = None
+    tasks = {str(r.get("task")) for r in rows if r.get("task") is not None}
+    task = tasks.pop() if len(tasks) == 1 else "table"
+    recs = []
+    for i, r in enumerate(rows):
+        tokens = _num(r.get(x))
+        score = _num(r.get(y))
+        if tokens is None:
+            raise ValueError(f"row {i + 1}: column {x!r} must be a number of tokens, got {r.get(x)!r}")
+        if score is None:
+            continue
+        metrics = {y: score}
+        ci = {}
+        for name in (y, ce):
+            if name is None:
+                continue
+            v = _num(r.get(name))
+            if v is None:
+                continue
+            metrics[name] = v
+            s = _num(r.get(f"{name}_sem"))
+            if s is not None and s > 0:
+                ci[name] = [v - 1.645 * s, v + 1.645 * s]
+        pretrained = r.get("pretrained", True)
+        if isinstance(pretrained, str):
+            pretrained = pretrained.strip().lower() not in {"false", "0", "no", ""}
+        elif isinstance(pretrained, float):
+            pretrained = bool(pretrained)
+        recs.append({"run_id": "table", "task": task, "finetune_size": None, "tokens": tokens,
+                     "pretrained": bool(pretrained), "status": "ok", "metrics": metrics,
+                     "metrics_ci": ci, "repeat": 0})
+    if not recs:
+        raise ValueError(f"diagnose_rows: no row has a numeric {y!r}")
+    # Repeats: CSV rows have no repeat index; count rows sharing a tokens value.
+    seen: dict[tuple, int] = {}
+    for rec in recs:
+        k = (rec["tokens"], rec["pretrained"])
+        rec["repeat"] = seen.get(k, 0)
+        seen[k] = rec["repeat"] + 1
+    return diagnose(recs, budget_tokens, target, metric=y, ce=ce, **kwargs)
+
+
+# The diagnosis itself
+def _pick_metric(recs: list[Mapping[str, Any]]) -> str:
+    have = {m for r in recs for m in (r.get("metrics") or {})}
+    for name in _SCORE_CANDIDATES:
+        if name in have:
+            return name
+    raise ValueError(f"diagnose: no score metric among {sorted(have)}; name one with metric=... "
+                     f"(higher is better, e.g. 'bleu')")
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+

@@ -1,0 +1,187 @@
+"""The statistical tests behind the verdicts, model-free and pure (numpy arrays in, numbers out).
+
+The break test compares the running best with the recent level: for every earlier probe ``b`` (its
+level: the mean of up to ``peak_window`` probes ending at ``b``) and every suffix of the newest probes
+``a..t``, ``z = (level_b - mean(a..t)) / sd``. The largest ``z`` is the evidence that the score fell
+below its own best; a long suffix accumulates evidence that each single step would not show. Its
+threshold is calibrated by simulation, for the whole procedure over every look of a run: under a flat
+curve (the least favourable healthy curve: a rising one only makes ``z`` smaller) with the same noise
+model, a confirmed break is raised on at most ``alpha_run`` of runs of ``horizon`` probes.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+from transfer_probe.diagnose.noise import excess_scatter, robust_sd
+
+
+def scan(y: np.ndarray, w: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The break statistics of one look, row-wise over curves.
+
+    ``y``: (S, m) values, ``w``: (S, m) weights 1/sd^2. Returns ``z1`` (S,), the largest z over every
+    (peak, suffix) pair; ``z2`` (S,), the same over suffixes of at least 2 probes; and, for row 0, the
+    pair (b, a) of each (for the reasons).
+    """
+    y = np.atleast_2d(np.asarray(y, float))
+    w = np.atleast_2d(np.asarray(w, float))
+    S, m = y.shape
+    z1 = np.full(S, -np.inf)
+    z2 = np.full(S, -np.inf)
+    arg1 = arg2 = (None, None)
+    if m < 2:
+        return z1, z2, (arg1, arg2)
+    cw = np.concatenate([np.zeros((S, 1)), np.cumsum(w, axis=1)], axis=1)
+    cwy = np.concatenate([np.zeros((S, 1)), np.cumsum(w * y, axis=1)], axis=1)
+    sw = cw[:, m:m + 1] - cw[:, :m]  # suffix a..m-1 weight, for a = 0..m-1
+    smean = (cwy[:, m:m + 1] - cwy[:, :m]) / sw
+    for b in range(m - 1):
+        lo = max(0, b - window + 1)
+        pw = cw[:, b + 1] - cw[:, lo]
+        pm = (cwy[:, b + 1] - cwy[:, lo]) / pw
+        z = (pm[:, None] - smean[:, b + 1:]) / np.sqrt(1.0 / pw[:, None] + 1.0 / sw[:, b + 1:])
+        k1 = np.argmax(z, axis=1)
+        best = z[np.arange(S), k1]
+        if best[0] > z1[0]:
+            arg1 = (b, b + 1 + int(k1[0]))
+        z1 = np.maximum(z1, best)
+        if z.shape[1] >= 2:
+            zz = z[:, :-1]  # suffixes with at least 2 probes
+            k2 = np.argmax(zz, axis=1)
+            best2 = zz[np.arange(S), k2]
+            if best2[0] > z2[0]:
+                arg2 = (b, b + 1 + int(k2[0]))
+            z2 = np.maximum(z2, best2)
+    return z1, z2, (arg1, arg2)
+
+
+def look_sigma(y: np.ndarray, sigma: np.ndarray | None, floor: float) -> np.ndarray:
+    """The noise used at one look: recorded errors scaled up by the excess scatter of the points, or,
+    with none recorded, the robust scatter of the points (row-wise)."""
+    y = np.atleast_2d(y)
+    if sigma is None:
+        sd = np.atleast_1d(robust_sd(y))
+        sd = np.where(np.isfinite(sd), np.maximum(sd, floor), np.inf)
+        return np.repeat(sd[:, None], y.shape[1], axis=1)
+    s = np.broadcast_to(np.atleast_2d(sigma), y.shape)
+    return s * np.atleast_1d(excess_scatter(y, s))[:, None]
+
+
+@lru_cache(maxsize=256)
+def thresholds(horizon: int, first: int, window: int, known: bool, alpha_run: float, alpha_suspect: float,
+               sims: int = 4000) -> dict:
+    """Calibrated thresholds for the break statistics over looks ``first..horizon-1`` of a run.
+
+    Simulates ``sims`` flat runs with unit noise (recorded, or estimated from the points when
+    ``known`` is False), computes both statistics at every look exactly as a diagnosis does, and
+    takes the quantiles of their running maxima. Deterministic (seeded), cached per setting.
+    """
+    rng = np.random.default_rng(20261129)
+    y = rng.standard_normal((sims, horizon))
+    m1 = np.full(sims, -np.inf)
+    m2 = np.full(sims, -np.inf)
+    for t in range(first, horizon):
+        yt = y[:, :t + 1]
+        s = look_sigma(yt, np.ones(t + 1) if known else None, 1e-6)
+        z1, z2, _ = scan(yt, 1.0 / s ** 2, window)
+        m1 = np.maximum(m1, z1)
+        m2 = np.maximum(m2, z2)
+    q = lambda arr, a: float(np.quantile(np.where(np.isfinite(arr), arr, -1e9), 1 - a))  # noqa: E731
+    return {"suspect": q(m1, alpha_suspect), "confirm": q(m2, alpha_run), "confirm_single": q(m1, alpha_run)}
+
+
+def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.ndarray, floor: float, th) -> list[dict]:
+    """The break state at every look of a run, as the probes came in.
+
+    A look is ``suspected`` when ``z1`` passes its threshold, ``confirmed`` when ``z2`` (a suffix of two
+    or more probes) passes the confirm threshold, or ``z1`` does at a point re-measured with extra
+    repeats. A confirmed break stands until a probe sets a new best beyond noise above the level it
+    fell from. Returns one dict per look from ``th.min_points - 1`` on.
+    """
+    n = len(y)
+    first = th.min_points - 1
+    if n <= first:
+        return []
+    horizon = max(th.horizon, n)
+    cal = thresholds(int(horizon), int(first), int(th.peak_window), sigma is not None, float(th.alpha_run),
+                     float(th.alpha_suspect))
+    usual = float(np.median(n_rep)) if len(n_rep) else 1.0
+    out: list[dict] = []
+    standing = None
+    for t in range(first, n):
+        yt = y[:t + 1]
+        st = look_sigma(yt, None if sigma is None else sigma[:t + 1], floor)[0]
+        z1, z2, (a1, a2) = scan(yt, 1.0 / st ** 2, th.peak_window)
+        z1, z2 = float(z1[0]), float(z2[0])
+        look = {"t": t, "tokens": float(x[t]), "z1": round(z1, 3), "z2": round(z2, 3), "sd": float(np.median(st)),
+                "thresholds": cal}
+        if standing is not None:
+            lvl, lsd = standing["level"], standing["level_sd"]
+            zr = (y[t] - lvl) / math.hypot(st[t], lsd)
+            if zr > th.z_reverse:
+                look.update(state="reversed", z_reverse=round(float(zr), 3), was=standing)
+                standing = None
+            else:
+                look.update(state="confirmed", z_reverse=round(float(zr), 3), **_evidence(yt, st, *standing["pair"], th))
+                look["since"] = standing["since"]
+                out.append(look)
+                continue
+        remeasured = n_rep[t] > usual
+        if math.isfinite(z2) and z2 > cal["confirm"]:
+            pair = a2
+        elif remeasured and math.isfinite(z1) and z1 > cal["confirm_single"]:
+            pair = a1
+        else:
+            pair = None
+        if pair is not None:
+            ev = _evidence(yt, st, *pair, th)
+            standing = {"pair": pair, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t])}
+            look.update(state="confirmed", since=float(x[t]), **ev)
+        elif math.isfinite(z1) and z1 > cal["suspect"]:
+            look.update(state="suspected", **_evidence(yt, st, *a1, th))
+        else:
+            look.update(state="none")
+        out.append(look)
+    return out
+
+
+def _evidence(y, s, b, a, th) -> dict:
+    lo = max(0, b - th.peak_window + 1)
+    wp, wa = 1.0 / s[lo:b + 1] ** 2, 1.0 / s[a:] ** 2
+    level = float(np.sum(wp * y[lo:b + 1]) / np.sum(wp))
+    now = float(np.sum(wa * y[a:]) / np.sum(wa))
+    sd = math.sqrt(1.0 / np.sum(wp) + 1.0 / np.sum(wa))
+    return {"peak": (lo, b), "suffix": (a, len(y) - 1), "pair": (b, a), "level": level,
+            "level_sd": math.sqrt(1.0 / np.sum(wp)), "now": now, "z": (level - now) / sd}
+
+
+def change_z(v: np.ndarray, s: np.ndarray, peak: tuple[int, int], suffix: tuple[int, int]) -> float:
+    """(mean over ``peak`` - mean over ``suffix``) / sd, inverse-variance weighted: positive when the
+    values fell from the one span to the other (for cross-entropy: improved)."""
+    lo, hi = peak
+    a, e = suffix
+    wp, wa = 1.0 / s[lo:hi + 1] ** 2, 1.0 / s[a:e + 1] ** 2
+    if not (np.all(np.isfinite(wp)) and np.all(np.isfinite(wa))) or np.sum(wp) <= 0 or np.sum(wa) <= 0:
+        return float("nan")
+    mp = float(np.sum(wp * v[lo:hi + 1]) / np.sum(wp))
+    ma = float(np.sum(wa * v[a:e + 1]) / np.sum(wa))
+    return (mp - ma) / math.sqrt(1.0 / np.sum(wp) + 1.0 / np.sum(wa))
+
+
+def warmup_end(y: np.ndarray, s: np.ndarray, level: float | None, level_sd: float, z: float) -> int | None:
+    """Index of the first probe above the start ``level`` by more than ``z`` noise SDs (learning has
+    started there); None when no probe is. Without a baseline level, the first probes are the start
+    level, and only a flat start of two or more probes counts as warm-up."""
+    if level is None:
+        if len(y) < 3:
+            return 0
+        flat = 1
+        while flat < len(y) and abs(y[flat] - y[0]) <= z * math.hypot(s[flat], s[0]):
+            flat += 1
+        return 0 if flat < 2 else (flat if flat < len(y) else None)
+    above = (y - level) > z * np.sqrt(s ** 2 + level_sd ** 2)
+    idx = np.nonzero(above)[0]
+    return int(idx[0]) if len(idx) else None
