@@ -31,7 +31,7 @@ def scan(y: np.ndarray, w: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     S, m = y.shape
     z1 = np.full(S, -np.inf)
     z2 = np.full(S, -np.inf)
-    arg1 = arg2 = (None, None)
+    arg1 = arg2 = (None, None, None)
     if m < 2:
         return z1, z2, (arg1, arg2)
     cw = np.concatenate([np.zeros((S, 1)), np.cumsum(w, axis=1)], axis=1)
@@ -39,22 +39,24 @@ def scan(y: np.ndarray, w: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     sw = cw[:, m:m + 1] - cw[:, :m]  # suffix a..m-1 weight, for a = 0..m-1
     smean = (cwy[:, m:m + 1] - cwy[:, :m]) / sw
     for b in range(m - 1):
-        lo = max(0, b - window + 1)
-        pw = cw[:, b + 1] - cw[:, lo]
-        pm = (cwy[:, b + 1] - cwy[:, lo]) / pw
-        z = (pm[:, None] - smean[:, b + 1:]) / np.sqrt(1.0 / pw[:, None] + 1.0 / sw[:, b + 1:])
-        k1 = np.argmax(z, axis=1)
-        best = z[np.arange(S), k1]
-        if best[0] > z1[0]:
-            arg1 = (b, b + 1 + int(k1[0]))
-        z1 = np.maximum(z1, best)
-        if z.shape[1] >= 2:
-            zz = z[:, :-1]  # suffixes with at least 2 probes
-            k2 = np.argmax(zz, axis=1)
-            best2 = zz[np.arange(S), k2]
-            if best2[0] > z2[0]:
-                arg2 = (b, b + 1 + int(k2[0]))
-            z2 = np.maximum(z2, best2)
+        # the level at b: the mean of the last 1..window probes up to b (on a steep rise a long window
+        # would understate the peak; a short one is noisier; the calibration pays for both)
+        for lo in range(b, max(-1, b - window), -1):
+            pw = cw[:, b + 1] - cw[:, lo]
+            pm = (cwy[:, b + 1] - cwy[:, lo]) / pw
+            z = (pm[:, None] - smean[:, b + 1:]) / np.sqrt(1.0 / pw[:, None] + 1.0 / sw[:, b + 1:])
+            k1 = np.argmax(z, axis=1)
+            best = z[np.arange(S), k1]
+            if best[0] > z1[0]:
+                arg1 = (lo, b, b + 1 + int(k1[0]))
+            z1 = np.maximum(z1, best)
+            if z.shape[1] >= 2:
+                zz = z[:, :-1]  # suffixes with at least 2 probes
+                k2 = np.argmax(zz, axis=1)
+                best2 = zz[np.arange(S), k2]
+                if best2[0] > z2[0]:
+                    arg2 = (lo, b, b + 1 + int(k2[0]))
+                z2 = np.maximum(z2, best2)
     return z1, z2, (arg1, arg2)
 
 
@@ -105,16 +107,20 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
     first = th.min_points - 1
     if n <= first:
         return []
-    horizon = max(th.horizon, n)
+    # Beyond 60 looks the simulation's cost grows as n^3 while the threshold grows only like
+    # sqrt(log n): runs longer than that are calibrated as runs of 60 (a slightly higher false-alarm rate).
+    horizon = min(max(th.horizon, n), max(th.horizon, 60))
     cal = thresholds(int(horizon), int(first), int(th.peak_window), sigma is not None, float(th.alpha_run),
                      float(th.alpha_suspect))
     usual = float(np.median(n_rep)) if len(n_rep) else 1.0
     out: list[dict] = []
     standing = None
+    start = 0  # after a lifted break, the evidence is counted from the new best on
     for t in range(first, n):
         yt = y[:t + 1]
         st = look_sigma(yt, None if sigma is None else sigma[:t + 1], floor)[0]
-        z1, z2, (a1, a2) = scan(yt, 1.0 / st ** 2, th.peak_window)
+        z1, z2, (a1, a2) = scan(yt[start:], 1.0 / st[start:] ** 2, th.peak_window)
+        a1, a2 = (tuple(None if v is None else v + start for v in p) for p in (a1, a2))
         z1, z2 = float(z1[0]), float(z2[0])
         look = {"t": t, "tokens": float(x[t]), "z1": round(z1, 3), "z2": round(z2, 3), "sd": float(np.median(st)),
                 "thresholds": cal}
@@ -123,7 +129,9 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
             zr = (y[t] - lvl) / math.hypot(st[t], lsd)
             if zr > th.z_reverse:
                 look.update(state="reversed", z_reverse=round(float(zr), 3), was=standing)
-                standing = None
+                standing, start = None, t
+                out.append(look)
+                continue
             else:
                 look.update(state="confirmed", z_reverse=round(float(zr), 3), **_evidence(yt, st, *standing["pair"], th))
                 look["since"] = standing["since"]
@@ -148,14 +156,13 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
     return out
 
 
-def _evidence(y, s, b, a, th) -> dict:
-    lo = max(0, b - th.peak_window + 1)
+def _evidence(y, s, lo, b, a, th) -> dict:
     wp, wa = 1.0 / s[lo:b + 1] ** 2, 1.0 / s[a:] ** 2
     level = float(np.sum(wp * y[lo:b + 1]) / np.sum(wp))
     now = float(np.sum(wa * y[a:]) / np.sum(wa))
     sd = math.sqrt(1.0 / np.sum(wp) + 1.0 / np.sum(wa))
-    return {"peak": (lo, b), "suffix": (a, len(y) - 1), "pair": (b, a), "level": level,
-            "level_sd": math.sqrt(1.0 / np.sum(wp)), "now": now, "z": (level - now) / sd}
+    return {"peak": (lo, b), "suffix": (a, len(y) - 1), "level": level,
+            "level_sd": math.sqrt(1.0 / np.sum(wp)), "now": now, "z": (level - now) / sd, "pair": (lo, b, a)}
 
 
 def change_z(v: np.ndarray, s: np.ndarray, peak: tuple[int, int], suffix: tuple[int, int]) -> float:
