@@ -329,7 +329,7 @@ def test_transfer_law_single_size_holds_beta_and_flags_ossification():
 def test_registry_and_get_law_error():
     assert set(LAWS) >= {"log", "power", "transfer", "chinchilla"}
     assert get_law("power") is PowerLaw and get_law("chinchilla") is ChinchillaLaw
-    with pytest.raises(ValueError, match="unknown law 'loglog'; valid laws: chinchilla, log, power, transfer"):
+    with pytest.raises(ValueError, match="unknown law 'loglog'; valid laws: chinchilla, log, power, saturating, transfer"):
         get_law("loglog")
 
 
