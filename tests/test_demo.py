@@ -61,7 +61,8 @@ def test_quick_demo_rows_match_the_histories(quick_demo):
         assert row.status == verdict.status and row.status in STATUSES
         assert row.recommendation == verdict.recommendation
         # A verdict, not "wait": the quick schedule has enough probe points to fit and check the law.
-        assert row.status != "insufficient_data", row.reasons
+        # (or, under the rules for real curves, waiting because early probes sat at the baseline: warm-up)
+        assert row.status != "insufficient_data" or any("warm-up" in r for r in row.reasons), row.reasons
         points = aggregate([r for r in probe_records(records) if r["pretrained"]])
         last = max(points, key=lambda p: p["tokens"])
         assert row.last_bleu == pytest.approx(last["mean"]["bleu"])
