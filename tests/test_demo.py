@@ -12,7 +12,7 @@ import pytest
 
 from transfer_probe import demodata
 from transfer_probe.demo import QUICK_SETTINGS, format_table, main, run_demo
-from transfer_probe.diagnose import STATUSES, diagnose_all
+from transfer_probe.diagnose import STATUSES, WARNING_STATUSES, diagnose_all
 from transfer_probe.history import aggregate, probe_records, read_history
 
 pytestmark = pytest.mark.slow
@@ -85,6 +85,10 @@ def test_quick_demo_separates_aligned_from_misaligned(quick_demo):
     assert aligned.last_bleu > english.last_bleu + 1.0
     assert aligned.last_bleu > aligned.baseline_bleu
     assert english.last_bleu < english.baseline_bleu
+    # What the README promises the demo shows: the verdicts differ. The aligned corpus raises no
+    # warning, the English-only one does (which warning is the verdict rules' business).
+    assert aligned.status not in WARNING_STATUSES, (aligned.status, aligned.reasons)
+    assert english.status in WARNING_STATUSES, (english.status, english.reasons)
 
 
 def test_quick_demo_report(quick_demo):
