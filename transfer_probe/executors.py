@@ -109,6 +109,9 @@ class Executor:
     def poll(self) -> list[dict]:
         with self._lock:
             new, self._offset = iter_new_records(self.history_path, self._offset)
+            # A record a failed write holds in memory is returned now; found in the file later, it is
+            # no longer pending and so not returned twice.
+            new += self.history.held
             out = []
             for rec in new:
                 job_id = rec.get("job_id")
@@ -124,6 +127,7 @@ class Executor:
             return len(self._points)
 
     def close(self, timeout: float | None = None) -> list[dict]:
+        self.history.flush()
         return self.poll()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -375,6 +379,7 @@ class ProcessExecutor(Executor):
                 "transfer_probe | %d probe job(s) did not finish within %ss at the end of training; recorded as "
                 "failed. Raise end_timeout to wait longer.", len(unfinished), timeout,
             )
+        self.history.flush()
         if self.dropped:
             logger.info("transfer_probe | %d probe point(s) were dropped because probes were slower than the "
                         "schedule (%s)", len(self.dropped), self.overflow)
@@ -468,6 +473,8 @@ class ProcessExecutor(Executor):
                 self._worker_started = True
                 self._failed_starts = 0
             elif kind == "done":
+                for rec in msg[3] if len(msg) > 3 else ():  # the worker could not write these
+                    self.history.append(rec)
                 with self._lock:
                     if self._running and self._running[0] == job_id:
                         self._running = None
@@ -608,9 +615,12 @@ def _worker_main(fd: str, history_path: str, num_threads: str = "0") -> None:
         except Exception as exc:
             record = failed_record(job, exc)
         history.append(record)
+        unwritten = history.take_held()  # the parent keeps them and retries (it outlives the worker)
         try:
-            conn.send(("done", job_id, record.get("status")))
+            conn.send(("done", job_id, record.get("status"), unwritten))
         except (OSError, ValueError):
+            history.extend(unwritten)
+            history.close()
             return
 
 

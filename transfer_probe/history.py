@@ -21,19 +21,26 @@ Unknown fields are kept on read and never dropped by the helpers here.
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
+import logging
 import math
 import os
 import threading
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from transfer_probe import jsonl
+
 SCHEMA_VERSION = 1
 HISTORY_FILENAME = "history.jsonl"
+
+logger = logging.getLogger("transfer_probe")
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -49,16 +56,26 @@ __all__ = [
 
 
 class HistoryWriter:
-    """Append records to a JSON Lines file, one fsynced line per record.
+    """Append records to a JSON Lines file, one fsynced line per record; whole lines or nothing.
 
-    Safe to use from several threads of one process; several processes may append to the same file
-    because each record is written with a single ``write`` on a file opened in append mode.
+    Safe from several threads and processes (each append holds an exclusive lock on the file). Opening
+    the writer, and every append, first moves a torn tail aside (see :mod:`transfer_probe.jsonl`). A
+    write that fails (disk full, I/O error) never raises: the file is cut back to its last whole line,
+    the record is kept in memory (:attr:`held`) and retried at the next append, :meth:`flush` and at
+    exit; the failure is logged once per outage.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._held: list[tuple[dict, bytes]] = []  # not yet written, oldest first
+        self._failing = False
+        self.torn_files: list[Path] = []  # side files holding torn tails this writer moved aside
+        if self.path.exists():  # repair a torn tail now, before anyone reads or offsets into the file
+            with self._lock:
+                self._sync()
+        _WRITERS.add(self)
 
     def append(self, record: Mapping[str, Any]) -> dict:
         rec = dict(record)
@@ -66,18 +83,72 @@ class HistoryWriter:
         rec.setdefault("kind", "probe")
         rec.setdefault("time", time.time())
         line = json.dumps(rec, default=_json_default, allow_nan=True) + "\n"
-        data = line.encode("utf-8")
         with self._lock:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._held.append((rec, line.encode("utf-8")))
+            self._sync()
         return rec
 
     def extend(self, records: Iterable[Mapping[str, Any]]) -> list[dict]:
         return [self.append(r) for r in records]
+
+    @property
+    def held(self) -> list[dict]:
+        """Records a failed write left in memory (written at the next successful write)."""
+        with self._lock:
+            return [r for r, _ in self._held]
+
+    def take_held(self) -> list[dict]:
+        """Hand the held records to someone else (the process executor's parent) and forget them."""
+        with self._lock:
+            out, self._held = [r for r, _ in self._held], []
+            return out
+
+    def flush(self) -> bool:
+        """Retry the held records; ``True`` when none is left."""
+        with self._lock:
+            self._sync()
+            return not self._held
+
+    def close(self) -> None:
+        """Last retry; what still cannot be written goes into the log as JSON, so it is not lost."""
+        if self.flush():
+            return
+        with self._lock:
+            lines = b"".join(d for _, d in self._held).decode("utf-8")
+            logger.error("transfer_probe | %d record(s) could not be written to %s; here they are, append them "
+                         "by hand:\n%s", len(self._held), self.path, lines.rstrip("\n"))
+            self._held = []
+
+    def _sync(self) -> None:
+        try:
+            with jsonl.locked(self.path) as fd:
+                side = jsonl.move_torn_tail(fd, self.path)
+                if side is not None:
+                    self.torn_files.append(side)
+                while self._held:
+                    jsonl.append_line(fd, self._held[0][1])
+                    self._held.pop(0)
+        except OSError as err:
+            if not self._failing:  # once per outage; training goes on
+                self._failing = True
+                logger.warning("transfer_probe | cannot write to the history %s (%s); training continues, %d "
+                               "record(s) kept in memory and retried at the next write and at the end",
+                               self.path, err.strerror or err, len(self._held))
+            return
+        if self._failing:
+            self._failing = False
+            logger.info("transfer_probe | the history %s is writable again; records held in memory are written",
+                        self.path)
+
+
+_WRITERS: weakref.WeakSet[HistoryWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_writers() -> None:
+    for w in list(_WRITERS):
+        if w._held:
+            w.close()
 
 
 def _json_default(obj: Any) -> Any:
@@ -97,15 +168,16 @@ def _json_default(obj: Any) -> Any:
 def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
     """Read every record of a history file.
 
-    A truncated last line (a writer died mid-record, or is writing now) is skipped. Any other line
-    that is not valid JSON raises ``ValueError`` naming the file and line number, unless
-    ``strict=False`` and it is the last line.
+    A torn last line (a writer died mid-record, or is writing now) is skipped unless ``strict``. A
+    line where a writer appended a whole record onto a torn one (older versions did on resume) gives
+    that record, with a warning. Any other line that is not a JSON object raises ``ValueError`` naming
+    the file and line number.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"history file not found: {path}")
     records: list[dict] = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8", errors="replace") as fh:
         lines = fh.readlines()
     for i, line in enumerate(lines, 1):
         text = line.strip()
@@ -114,10 +186,14 @@ def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            is_last = i == len(lines) and not line.endswith("\n")
-            if is_last and not strict:
+            obj = jsonl.salvage(text)
+            if obj is not None:
+                logger.warning("transfer_probe | %s:%d: a torn record precedes this record on the line; "
+                               "the torn part is skipped", path, i)
+            elif i == len(lines) and not line.endswith("\n") and not strict:
                 continue
-            raise ValueError(f"{path}:{i}: not a JSON object ({err.msg}); is this a history file?") from None
+            else:
+                raise ValueError(f"{path}:{i}: not a JSON object ({err.msg}); is this a history file?") from None
         if not isinstance(obj, dict):
             raise ValueError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
         obj.setdefault("schema", 0)
@@ -269,9 +345,18 @@ def iter_new_records(path: str | os.PathLike, offset: int = 0) -> tuple[list[dic
         return [], offset
     out = []
     for line in data[: end + 1].splitlines():
-        if line.strip():
-            obj = json.loads(line)
-            obj.setdefault("schema", 0)
-            obj.setdefault("kind", "probe")
-            out.append(obj)
+        if not line.strip():
+            continue
+        text = line.decode("utf-8", errors="replace")
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            obj = jsonl.salvage(text)  # never raise here: this runs inside trainer.train()
+        if not isinstance(obj, dict):
+            logger.warning("transfer_probe | %s: skipped a line that is not a whole record (%d bytes) at byte %d",
+                           path, len(line), offset)
+            continue
+        obj.setdefault("schema", 0)
+        obj.setdefault("kind", "probe")
+        out.append(obj)
     return out, offset + end + 1

@@ -97,6 +97,10 @@ def probe_checkpoint_dirs(
             record = failed_record(job, err)
             logger.warning("transfer_probe | probe of %s failed: %s", job.snapshot.path, record.get("error"))
         records.append(writer.append(record))
+    if not writer.flush():  # the writer held them (disk full, read-only): say so, never "appended"
+        n = len(writer.held)
+        writer.close()  # logs them as JSON lines
+        raise ValueError(f"{n} probe record(s) could not be written to {output}; they are in the log above")
     return records
 
 

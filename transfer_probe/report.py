@@ -23,7 +23,11 @@ import numpy as np
 
 from transfer_probe.history import aggregate, group_key, probe_records, read_history
 
-__all__ = ["write_report", "render_report"]
+__all__ = ["write_report", "render_report", "check_output"]
+
+# Written at the top of every report: the one kind of existing file ``write_report`` may replace.
+MARKER = "<!-- transfer_probe report: this file may be overwritten by transfer-probe report -->"
+_LEGACY = ".s-no_transfer{background:#fff8c5"  # reports written before the marker carry this CSS
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
@@ -32,7 +36,7 @@ h1{font-size:1.6rem;margin-bottom:.2rem} h2{font-size:1.25rem;margin-top:2.2rem;
 h3{font-size:1.05rem;margin:1.2rem 0 .4rem}
 .meta{color:#57606a;font-size:.9rem}
 .status{display:inline-block;padding:.1rem .55rem;border-radius:1rem;font-weight:600;font-size:.85rem}
-.s-aligned{background:#dafbe1;color:#116329}.s-misaligned,.s-law_break{background:#ffebe9;color:#a40e26}
+.s-aligned{background:#dafbe1;color:#116329}.s-misaligned,.s-law_break{background:#ffebe9;color:#a40e26}.s-suspected{background:#fff8c5;color:#7d4e00}
 .s-no_transfer{background:#fff8c5;color:#7d4e00}.s-insufficient_data{background:#eaeef2;color:#424a53}
 .plots{display:flex;flex-wrap:wrap;gap:1rem}.plots img{max-width:520px;width:100%;border:1px solid #eee}
 table{border-collapse:collapse;font-size:.85rem;margin:.4rem 0 1rem}
@@ -54,6 +58,7 @@ def write_report(
     """Read history files, write one self-contained HTML file, return its path."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    check_output(output, paths)  # before rendering: a refusal must cost nothing
     sources = []
     for p in paths:
         p = Path(p)
@@ -61,8 +66,38 @@ def write_report(
     page = render_report(sources, budget_tokens=budget_tokens, target=target, title=title)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(page, encoding="utf-8")
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:  # via a temporary file: a failed write never leaves half a report in place of the old one
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, output)
+    finally:
+        tmp.unlink(missing_ok=True)
     return output
+
+
+def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise ``ValueError`` unless ``output`` may be written: never an input, never an existing file
+    that is not a report this tool wrote (an empty file has nothing to lose)."""
+    out = Path(output)
+    if any(_same_file(out, p) for p in inputs):
+        raise ValueError(f"refusing to write the report to {out}: it is an input file; choose another -o")
+    if not out.exists() or out.is_dir():
+        return  # a directory fails at write time with its own error
+    try:
+        with open(out, "rb") as fh:
+            head = fh.read(8192).decode("utf-8", errors="replace")
+    except OSError as err:
+        raise ValueError(f"cannot check the existing file {out}: {err.strerror or err}") from None
+    if head and MARKER not in head and _LEGACY not in head:
+        raise ValueError(f"refusing to overwrite {out}: it exists and is not a report written by transfer-probe; "
+                         "delete it or choose another -o")
+
+
+def _same_file(a: Path, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also through symlinks and hard links
+    except OSError:
+        return False
 
 
 def render_report(
@@ -107,7 +142,7 @@ def render_report(
                              "prediction at budget"], summary_rows, left=3))
         parts.extend(sections)
     body = "\n".join(parts)
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+    return (f"<!DOCTYPE html>\n{MARKER}\n<html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<style>{_CSS}</style></head><body>{body}</body></html>")
 
