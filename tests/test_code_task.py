@@ -234,4 +234,8 @@ def test_several_finetune_sizes_without_tests(make_snapshot, tiny_gpt2, fast_fin
     assert [r["finetune_size"]["examples"] for r in records] == [10, 40]
     for r in records:
         assert r["status"] == "ok" and not any(k.startswith("pass@") for k in r["metrics"])
-        assert 0 <= r["metrics"]["bleu"] <= 100 and r["metrics"]["cross_entropy"] > 0
+        # 15 steps learn the start of a body ("    return ..."), not yet its number: chrF is high,
+        # CE far below a random init's (about ln 600 = 6.4), every shown hypothesis starts right
+        assert r["metrics"]["chrf"] > 40 and r["metrics"]["cross_entropy"] < 5.0, r["metrics"]
+        assert r["metrics"]["bleu"] < r["metrics"]["chrf"] and r["test_examples"] == 5
+        assert r["samples"] and all(s["hypothesis"].strip().startswith("return") for s in r["samples"])

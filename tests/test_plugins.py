@@ -191,10 +191,10 @@ def in_process_plugins(plugin_dir, monkeypatch):
         sys.modules.pop(mod, None)
 
 
-def test_plugin_task_used_by_name_in_a_real_probe(in_process_plugins, tiny_gpt2, make_snapshot, fast_finetune):
-    probe = pytest.importorskip("transfer_probe.probe")
-    if not hasattr(probe, "run_probe"):
-        pytest.skip("run_probe not available yet")
+def test_plugin_task_used_by_name_in_a_real_probe(in_process_plugins, tiny_gpt2, make_snapshot, fast_finetune,
+                                                  capsys):
+    from transfer_probe import probe
+
     ReverseTask = plugins.get_task_type("reverse")
     assert ReverseTask.__module__ == "transfer_probe_reverse"
     words = ["un", "deux", "trois", "quatre", "cinq", "six", "sept", "huit"]
@@ -205,12 +205,20 @@ def test_plugin_task_used_by_name_in_a_real_probe(in_process_plugins, tiny_gpt2,
                          config=config, run_id="plugin-test")
     record = probe.run_probe(job)
     assert record["status"] == "ok", record.get("error")
-    assert record["task"] == "reverse"
-    assert 0.0 <= record["metrics"]["exact_match"] <= 100.0
+    assert record["task"] == "reverse" and record["test_examples"] == 10
+    # the plugin's own data and score(): reversed words as references, exact match over 10 sentences
+    assert all(smp["reference"] == " ".join(reversed(smp["source"].split())) for smp in record["samples"])
+    assert set(record["metrics"]) == {"exact_match", "cross_entropy"}
+    assert record["metrics"]["exact_match"] in {10.0 * k for k in range(11)}
     assert record["metrics"]["cross_entropy"] > 0
-    # ... and the plugin's sink, by name, takes the record.
+    # ... and the plugin's sink, by name, takes the record: one JSON line with its prefix.
+    capsys.readouterr()
     sink = plugins.create_sink("stdout:probe")
     sink.on_record(record)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("probe record ")
+    printed = json.loads(out[0][len("probe record "):])
+    assert printed["run_id"] == "plugin-test" and printed["metrics"] == record["metrics"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,13 +256,19 @@ def test_builtins_registered_through_the_hooks(clean_plugins):
 
 
 @pytest.mark.parametrize("kind,module", [("law", "transfer_probe.laws"), ("executor", "transfer_probe.executors")])
-def test_builtin_targets_resolve_when_their_modules_exist(clean_plugins, kind, module):
-    import importlib.util
+def test_builtin_targets_resolve_to_their_classes(clean_plugins, kind, module):
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} not written yet")
+    mod = importlib.import_module(module)  # a deleted module is a failure, not a skip
     for name in plugins.names(kind):
-        assert plugins.get(kind, name) is not None
+        target = plugins.get(kind, name)
+        assert isinstance(target, type) and target.__module__ == module, (name, target)
+        assert getattr(mod, target.__name__) is target
+    if kind == "executor":
+        assert plugins.get("executor", "inline").name == "inline"
+        assert plugins.get("executor", "process").name == "process"
+    else:
+        assert {plugins.get("law", n).__name__ for n in plugins.names("law")} >= {"LogLaw", "PowerLaw"}
 
 
 def test_unknown_name_and_ray_install_hint(clean_plugins):

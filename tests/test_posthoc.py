@@ -40,8 +40,20 @@ def test_probe_command_writes_a_history_fit_reads(checkpoints, translation_files
     # tokens come from trainer_state.json's num_input_tokens_seen: 8 x 32 tokens per step
     assert [r["tokens"] for r in recs] == [0, 10 * 8 * 32, 20 * 8 * 32]
     assert [r["step"] for r in recs] == [0, 10, 20]
-    assert all(0 <= r["metrics"]["bleu"] <= 100 and r["metrics"]["cross_entropy"] > 0 for r in recs)
     assert recs[1]["task"] == "en-fr" and recs[1]["finetune_size"]["examples"] == 64
+    # each checkpoint's own weights were fine-tuned: downstream CE falls with pre-training, from the
+    # random-init baseline to checkpoint-20 (a probe that loaded the wrong weights would not)
+    ce = [r["metrics"]["cross_entropy"] for r in recs]
+    assert ce[0] > ce[1] > ce[2], ce
+    assert all(r["metrics"]["chrf"] > 0 and r["metric_signatures"]["bleu"].startswith("nrefs:1") for r in recs)
+    # ... and `fit` reads the file: one group, its two pretrained points, the baseline kept apart
+    fit = subprocess.run([sys.executable, "-m", "transfer_probe.cli", "fit", str(hist), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    res = json.loads(fit.stdout)
+    assert [(g["task"], g["finetune_size"]) for g in res] == [("en-fr", 64)], res
+    assert res[0]["fit"]["n_points"] == 2 and res[0]["fit"]["x_range"] == [10 * 8 * 32, 20 * 8 * 32]
+    assert res[0]["fit"]["ok"] is False  # two points cannot identify a 3-parameter law; it says so
 
 
 def test_probe_command_bad_checkpoint_is_one_line(tmp_path, translation_files):

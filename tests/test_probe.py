@@ -254,3 +254,55 @@ def test_half_precision_checkpoint_is_finetuned_in_fp32(tiny_gpt2, tiny_tokenize
     rec = run_probe(ProbeJob(snapshot=snap, task=translation_task, finetune_size=64,
                              config=replace(fast_finetune, max_steps=3, bootstrap=0)))
     assert rec["status"] == "ok" and math.isfinite(rec["finetune"]["train_loss"])
+
+
+def test_finetune_config_reaches_the_nested_trainer_and_generation(tiny_gpt2, make_snapshot, translation_task,
+                                                                   tiny_tokenizer, fast_finetune, monkeypatch):
+    """Scheduler, warmup, weight decay, max_new_tokens and interval: each is read where it acts (the
+    nested Trainer's optimizer and schedule, generate(), the bootstrap interval), not only recorded."""
+    import transformers
+
+    import transfer_probe.probe as probe_mod
+
+    seen = {}
+    train = transformers.Trainer.train
+
+    def spy_train(self, *args, **kwargs):
+        out = train(self, *args, **kwargs)
+        sched = self.lr_scheduler
+        seen.update(args=self.args, groups=[(len(g["params"]), g["weight_decay"]) for g in self.optimizer.param_groups],
+                    factors=[sched.lr_lambdas[0](s) for s in range(self.args.max_steps + 1)])
+        return out
+
+    monkeypatch.setattr(transformers.Trainer, "train", spy_train)
+    gen_calls = []
+    generate = probe_mod.generate
+
+    def spy_generate(*args, **kwargs):
+        gen_calls.append(kwargs["max_new_tokens"])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(probe_mod, "generate", spy_generate)
+    config = replace(fast_finetune, max_steps=8, lr_scheduler_type="linear", warmup_ratio=0.25, weight_decay=0.1,
+                     max_new_tokens=3, interval=0.5, bootstrap=50)
+    rec = run_probe(ProbeJob(snapshot=make_snapshot(tiny_gpt2), task=translation_task, finetune_size=64,
+                             config=config))
+    assert rec["status"] == "ok", rec.get("error")
+    args = seen["args"]
+    assert (args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == ("linear", 0.25, 0.1)
+    # linear warmup over 2 of 8 steps, then linear decay to 0
+    assert seen["factors"] == pytest.approx([0.0, 0.5, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0.0])
+    # decay on the weight matrices, none on biases and LayerNorms (the Trainer's two groups)
+    assert sorted(wd for _, wd in seen["groups"]) == [0.0, 0.1] and all(n > 0 for n, _ in seen["groups"])
+    assert rec["finetune"]["lr_scheduler_type"] == "linear"
+    # max_new_tokens: what generate() is asked for, the signature, and what comes out
+    assert gen_calls == [3] and rec["metric_signatures"]["generation"] == "greedy|max_new_tokens:3|stop:eos"
+    assert all(len(tiny_tokenizer.encode(s["hypothesis"])) <= 3 for s in rec["samples"])
+    # interval: the recorded bootstrap interval is the 50% one (narrower than the default 90%)
+    assert "0.5" in rec["metric_signatures"]["bootstrap"]
+    wide = run_probe(ProbeJob(snapshot=make_snapshot(tiny_gpt2), task=translation_task, finetune_size=64,
+                              config=replace(config, interval=0.9)))
+    lo, hi = rec["metrics_ci"]["cross_entropy"]
+    wlo, whi = wide["metrics_ci"]["cross_entropy"]
+    assert wide["metrics"]["cross_entropy"] == pytest.approx(rec["metrics"]["cross_entropy"])
+    assert wlo < lo < hi < whi

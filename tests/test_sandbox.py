@@ -28,7 +28,10 @@ from transfer_probe.sandbox import (
     pass_at_k,
 )
 
-MODES = ["process"] + (["namespace"] if sb.namespace_isolation_available() else [])
+NAMESPACES = sb.namespace_isolation_available()
+NO_NAMESPACES = "namespace isolation unavailable here (needs root, unshare permitted, a 'nobody' user)"
+# The namespace case is listed either way: where it cannot run it shows as SKIPPED, with the reason.
+MODES = ["process", pytest.param("namespace", marks=pytest.mark.skipif(not NAMESPACES, reason=NO_NAMESPACES))]
 SECRET = "tp-secret-7c1f0b9e"
 
 ADD = {
@@ -169,19 +172,23 @@ def _check_contained(results: dict, outside, srv, max_output: int) -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_adversarial_programs_are_contained_and_the_run_continues(mode, tmp_path, listener, monkeypatch):
-    monkeypatch.setenv("TP_TEST_API_KEY", SECRET)
+def test_adversarial_programs_are_contained_and_the_run_continues(mode, tmp_path, listener):
     outside = tmp_path / "outside.txt"
     box = Sandbox(allow_code_execution=True, isolation=mode, timeout=2.5, cpu_seconds=1, memory_mb=512,
                   max_output_bytes=1 << 16)
     assert box.mode == mode and f"sandbox:{mode}" in box.signature
     progs = _adversaries(os.getpid(), listener.getsockname()[1], str(outside))
+    # Secrets: test_secret_in_the_parents_real_environment_stays_out (this process has none to leak).
+    progs.pop("read_env_secrets")
+    loop = progs.pop("infinite_loop")
     t0 = time.perf_counter()
     results = {name: box.run(src) for name, src in progs.items()}
     elapsed = time.perf_counter() - t0
+    # The CPU limit, with a wall clock generous enough that a busy machine cannot reach it first.
+    results["infinite_loop"] = Sandbox(allow_code_execution=True, isolation=mode, timeout=20, cpu_seconds=1,
+                                       memory_mb=512).run(loop)
     _check_contained(results, outside, listener, 1 << 16)
-    # CPU limit, or the wall clock first when the machine is busy; either way it is stopped.
-    assert results["infinite_loop"].status in ("cpu_limit", "timeout")
+    assert results["infinite_loop"].status == "cpu_limit", results["infinite_loop"]
     assert results["sleep_forever"].status == "timeout" and results["sleep_forever"].seconds < 4.5
     assert results["memory_hog"].status == "memory_limit"
     assert results["huge_output"].status == "output_limit"
@@ -193,11 +200,10 @@ def test_adversarial_programs_are_contained_and_the_run_continues(mode, tmp_path
     assert box.check(ADD, "    return a - b\n").status == "failed"
 
 
-@pytest.mark.skipif("namespace" not in MODES, reason="namespace isolation needs root and unshare")
-def test_namespace_isolation_holds_without_the_python_guard(request, listener, monkeypatch):
+@pytest.mark.skipif(not NAMESPACES, reason=NO_NAMESPACES)
+def test_namespace_isolation_holds_without_the_python_guard(request, listener):
     """The operating-system layer alone (no audit hook): read-only mounts, no network, PID
     namespace, user nobody with a process limit."""
-    monkeypatch.setenv("TP_TEST_API_KEY", SECRET)
     # World-writable, so only the read-only mount (not file permissions) can stop the write.
     shared = tempfile.mkdtemp(prefix="tp-sandbox-test-", dir="/tmp")
     os.chmod(shared, 0o777)
@@ -206,7 +212,7 @@ def test_namespace_isolation_holds_without_the_python_guard(request, listener, m
     box = Sandbox(allow_code_execution=True, isolation="namespace", python_guard=False, timeout=5,
                   cpu_seconds=2, memory_mb=512, max_output_bytes=1 << 16, max_processes=16)
     progs = _adversaries(os.getpid(), listener.getsockname()[1], str(outside))
-    names = ["fork_loop", "write_outside", "socket_to_localhost", "read_env_secrets", "kill_parent"]
+    names = ["fork_loop", "write_outside", "socket_to_localhost", "kill_parent"]
     results = {name: box.run(progs[name]) for name in names}
     _check_contained(results, outside, listener, 1 << 16)
     assert "Read-only file system" in results["write_outside"].error
@@ -217,8 +223,60 @@ def test_namespace_isolation_holds_without_the_python_guard(request, listener, m
     assert who.passed and who.stdout.split() == ["65534", "1"]  # nobody, child of PID 1 of its own namespace
 
 
+# Run in a separate process started with the secret in its real environment (``/proc/<pid>/environ``
+# holds the environment a process started with; ``monkeypatch.setenv`` never reaches it).
+_SECRET_PARENT = r"""
+import json, os, sys
+from transfer_probe.sandbox import Sandbox
+secret, mode, guard = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+me = os.getpid()
+with open("/proc/self/environ", "rb") as fh:
+    assert secret.encode() in fh.read(), "the test's premise: the secret is in this process's environ"
+read = ("import os\nprint(dict(os.environ))\n"
+        f"print(open('/proc/{me}/environ', 'rb').read())\n"
+        f"assert {secret!r} in str(dict(os.environ))\n")
+box = Sandbox(allow_code_execution=True, isolation=mode, python_guard=guard, timeout=20, cpu_seconds=5,
+              memory_mb=512)
+res = box.run(read)
+who = box.run("import os\nprint(os.getuid(), os.geteuid())\n")
+print(json.dumps({"user": box.user, "mode": box.mode, "read": res.to_dict(), "who": who.to_dict()}))
+"""
+
+_UIDS = {"nobody": 65534, "root": 0, "self": os.getuid()}
+
+
+@pytest.mark.parametrize("mode, guard", [
+    ("process", True),  # the Python guard refuses other processes' /proc entries
+    pytest.param("namespace", False, marks=pytest.mark.skipif(not NAMESPACES, reason=NO_NAMESPACES)),
+])
+def test_secret_in_the_parents_real_environment_stays_out(mode, guard):
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, TP_TEST_API_KEY=SECRET)
+    proc = subprocess.run([sys.executable, "-c", _SECRET_PARENT, SECRET, mode, "1" if guard else "0"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    read = out["read"]
+    assert out["mode"] == mode
+    assert read["status"] != "passed" and SECRET not in read["stdout"] + read["stderr"] + read["error"], read
+    if mode == "process":
+        assert "reading another process's /proc entry is not allowed" in read["error"], read
+    else:  # its own PID namespace: the parent's pid does not exist there
+        assert "No such file or directory" in read["error"], read
+    # The user the program ran as is the one the sandbox reports (and signs its numbers with).
+    who = out["who"]
+    assert who["status"] == "passed", who
+    assert who["stdout"].split() == [str(_UIDS[out["user"]])] * 2, (out["user"], who)
+    if mode == "namespace" or os.geteuid() != 0:
+        assert out["user"] == ("nobody" if mode == "namespace" else "self")
+
+
 def test_evaluate_pass_at_k_with_a_misbehaving_sample():
-    box = Sandbox(allow_code_execution=True, timeout=3, cpu_seconds=1, memory_mb=512)
+    # A wall clock far beyond the CPU limit: the endless sample is stopped by the CPU limit, always.
+    box = Sandbox(allow_code_execution=True, timeout=20, cpu_seconds=1, memory_mb=512)
     sub = dict(ADD, task_id="toy/1", prompt="def sub(a, b):\n", entry_point="sub",
                test="def check(f):\n    assert f(5, 3) == 2\n")
     completions = [
@@ -227,7 +285,7 @@ def test_evaluate_pass_at_k_with_a_misbehaving_sample():
     ]
     out = evaluate_pass_at_k([ADD, sub], completions, ks=[1, 2, 4, 8], sandbox=box, workers=2)
     assert out["passed"] == [2, 2] and out["n"] == 4
-    assert out["statuses"][0][2] in ("cpu_limit", "timeout")
+    assert out["statuses"][0][2] == "cpu_limit"
     assert out["pass@1"] == pytest.approx(0.5)
     assert out["pass@2"] == pytest.approx(1 - 1 / 6)
     assert out["pass@4"] == pytest.approx(1.0)
