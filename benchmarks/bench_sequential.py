@@ -1,10 +1,10 @@
 """The sequential break test against an oracle, on synthetic runs (model-free part of the verdicts).
 
-    python benchmarks/bench_sequential.py            # 1000 runs per family (about a minute)
-    python benchmarks/bench_sequential.py --runs 200
+    python benchmarks/bench_sequential.py --runs 300                 # with the laws' support (as diagnose)
+    python benchmarks/bench_sequential.py --runs 300 --model-free    # the model-free test alone
 
 Runs of 20 log-spaced probes with unit noise (recorded, as repeats give it). Healthy families: flat,
-and saturating (rises then flattens). Broken families: a step down of 2 or 3 noise SD after probe
+saturating (rises then flattens) and a log-law rising about 0.7 SD per probe. Broken families: a step down of 2 or 3 noise SD after probe
 13, and slow declines of 0.5 / 0.75 / 1 SD per probe over the last 4 or 6 probes.
 Reported: per-run false alarms (a confirmed break at any look) on the healthy families; detection
 (confirmed within 2 probes of the break for steps, by the last probe for declines); and the same
@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from transfer_probe.diagnose import DEFAULT_THRESHOLDS
+from transfer_probe.diagnose.fits import law_support
 from transfer_probe.diagnose.tests import replay
 
 N = 20
@@ -29,7 +30,7 @@ SAT = 20 - 15 * np.exp(-np.arange(N) / 4.0)
 
 
 def families():
-    out = {"flat": np.zeros(N), "saturating": SAT.copy()}
+    out = {"flat": np.zeros(N), "saturating": SAT.copy(), "log-law (rising)": 3.0 * np.log(X / 5e7)}
     for d in (2.0, 3.0):
         y = SAT.copy()
         y[14:] -= d
@@ -42,9 +43,10 @@ def families():
     return out
 
 
-def run(y_true, rng, th):
+def run(y_true, rng, th, laws):
     y = y_true + rng.standard_normal(N)
-    looks = replay(X, y, np.ones(N), np.ones(N), 1e-3, th)
+
+    looks = replay(X, y, np.ones(N), np.ones(N), 1e-3, th, support=law_support(X, y, th.z_warmup) if laws else None)
     conf = {lk["t"] for lk in looks if lk["state"] == "confirmed"}
     oracle = [max(float(np.mean(y[t - k + 1:t + 1] - truth_healthy(y_true)[t - k + 1:t + 1])) * -np.sqrt(k)
                   for k in (1, 2)) for t in range(DEFAULT_THRESHOLDS.min_points - 1, N)]
@@ -58,21 +60,25 @@ def truth_healthy(y_true):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=1000)
+    ap.add_argument("--model-free", action="store_true",
+                    help="the model-free test alone, without the laws' support of a two-probe first signal")
     args = ap.parse_args()
     th = DEFAULT_THRESHOLDS
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
-    res = {name: [run(y, rng, th) for _ in range(args.runs)] for name, y in families().items()}
+    laws = not args.model_free
+    res = {name: [run(y, rng, th, laws) for _ in range(args.runs)] for name, y in families().items()}
     first = th.min_points - 1
     fa = float(np.mean([bool(c) for c, _ in res["flat"]]))
     omax = np.array([o.max() for _, o in res["flat"]])
     oth = float(np.quantile(omax, 1 - fa)) if fa > 0 else float(omax.max())
-    print(f"sequential break test, {args.runs} runs of {N} probes per family, alpha_run={th.alpha_run}, "
+    print(f"sequential break test ({'model-free and laws' if laws else 'model-free only'}), "
+          f"{args.runs} runs of {N} probes per family, alpha_run={th.alpha_run}, "
           f"horizon={th.horizon}; oracle threshold {oth:.2f} (same false-alarm rate as the test on 'flat')\n")
     print("| family | test: confirmed | oracle | test / oracle |")
     print("|---|---|---|---|")
     for name, rs in res.items():
-        if name in ("flat", "saturating"):
+        if name in ("flat", "saturating", "log-law (rising)"):
             det = np.mean([bool(c) for c, _ in rs])
             orc = np.mean([o.max() > oth for _, o in rs])
             print(f"| {name} (false alarms per run) | {det:.3f} | {orc:.3f} | |")

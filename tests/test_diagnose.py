@@ -243,6 +243,13 @@ def test_no_transfer_in_the_score_while_ce_beats_the_baseline_is_wait():
     assert v.status == "no_transfer" and v.recommendation == "wait" and not v.is_warning
     assert "wait: cross-entropy already beats" in format_verdict(v)
     assert v.stats["z_transfer"] > -10  # a BLEU of 0 +- 0 is floored, not infinitely precise
+    # clearly below the baseline (the demo's English-only corpus: BLEU 0.1 against 3.1) is negative
+    # transfer: stop, even though CE beats the baseline's
+    neg = [{**r, "metrics": {**r["metrics"], "bleu": 0.1}, "metrics_ci": {**r["metrics_ci"], "bleu": [0.0, 0.2]}}
+           for r in recs]
+    base3 = {**base, "metrics": {"bleu": 3.1, "cross_entropy": 4.95}, "metrics_ci": {"bleu": [2.8, 3.4], "cross_entropy": [4.9, 5.0]}}
+    v = diagnose(neg + [base3])
+    assert v.status == "no_transfer" and v.recommendation == "stop" and any("negative transfer" in r for r in v.reasons)
     for r in recs:  # the same with CE no better than the baseline's: stop
         r["metrics"]["cross_entropy"] = 4.95
         r["metrics_ci"]["cross_entropy"] = [4.9, 5.0]
@@ -369,3 +376,22 @@ def test_real_olmo_ladder_curves():
     assert any("scatter" in r for r in big.reasons)  # no recorded errors: the noise is the scatter
     small = diagnose(_olmo("190M-1xC", "mmlu_stem", 0.25), metric="accuracy", ce="bpb")
     assert small.status == "no_transfer"  # a 190M model stays at chance on MMLU
+
+
+def test_the_laws_back_a_two_probe_first_signal_into_a_confirmed_break():
+    """A fall of 2 BLEU (3.3 noise SDs) over the newest two probes of a rising run: the model-free test
+    alone only suspects it (z 2.7 < 3.3); both laws fitted to the earlier probes put those probes far
+    below their predictions, which confirms it. Switching the laws' support off (z_holdout huge)
+    leaves it suspected: the threshold bites."""
+    t = np.geomspace(1e8, 1e10, 10)
+    y = 10 + 3.0 * np.log(t / 1e8)
+    y[8:] = y[7] - 2.0
+    recs = records(y, ce_law(t), tokens=t, spread=math.sqrt(3) * 0.6)
+    v = diagnose(recs)
+    assert v.status == "misaligned" and v.history[-1]["state"] == "confirmed"
+    assert v.history[-1]["z2"] < v.stats["thresholds"]["confirm"]
+    assert diagnose(recs, thresholds=with_thresholds(z_holdout=50)).status == "suspected"
+    # on a flat, noisy stretch the laws are not asked (they would extrapolate a rise that never was)
+    from transfer_probe.diagnose.fits import law_support
+    flat = np.zeros(10)
+    assert math.isnan(law_support(t, flat, 2.0)(9, np.ones(10)))

@@ -237,3 +237,39 @@ def choose_law(x: np.ndarray, y: np.ndarray, s: np.ndarray, kinds=("log", "satur
     best = min(kinds, key=lambda k: (score(k), kinds.index(k)))
     return {"kind": best, **cands[best],
             "candidates": {k: {"usable": usable(c["fit"]), "mae": score(k)} for k, c in cands.items()}}
+
+
+def below_laws(x: np.ndarray, y: np.ndarray, s: np.ndarray, k: int, kinds=("log", "saturating")) -> dict | None:
+    """How far (in SDs of prediction and noise) the newest ``k`` probes sit below what each law,
+    fitted to the probes before them, predicts: ``{kind: z}``, positive when below. None when a law
+    cannot be fitted to the earlier probes (fewer than 4, or no finite curve)."""
+    if len(x) - k < 4:
+        return None
+    out = {}
+    for kind in kinds:
+        fit = fit_law(kind, x[:-k], y[:-k], s[:-k], **HOLDOUT_OPTIONS)
+        if not usable(fit):
+            return None
+        z, _ = holdout_z(fit, x[-k:], y[-k:], s[-k:])
+        if not math.isfinite(z):
+            return None
+        out[kind] = -z
+    return out
+
+
+def law_support(x: np.ndarray, y: np.ndarray, z_rise: float):
+    """The laws' backing for a first break signal at look ``t``, as ``replay`` asks for it: how far the
+    newest two probes sit below both laws fitted to the probes before them (the smaller of the two).
+    Only where the earlier probes rose beyond noise (by ``z_rise`` SDs, first three against the three
+    before the suffix): a law fitted to a flat, noisy stretch extrapolates a rise the data never had."""
+    def support(t: int, sd: np.ndarray) -> float:
+        if t < 5:
+            return float("nan")
+        w0, w1 = 1.0 / sd[:3] ** 2, 1.0 / sd[t - 4:t - 1] ** 2
+        m0, m1 = float(np.sum(w0 * y[:3]) / np.sum(w0)), float(np.sum(w1 * y[t - 4:t - 1]) / np.sum(w1))
+        if (m1 - m0) / math.sqrt(1.0 / np.sum(w0) + 1.0 / np.sum(w1)) <= z_rise:
+            return float("nan")
+        b = below_laws(x[:t + 1], y[:t + 1], sd[:t + 1], 2)
+        return min(b.values()) if b else float("nan")
+
+    return support

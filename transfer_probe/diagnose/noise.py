@@ -35,11 +35,17 @@ def pooled_sem(pts: list[dict], metric: str) -> np.ndarray:
     return np.sqrt(shrunk / n)
 
 
-def resolution(values: np.ndarray, loss: bool = False) -> float:
+PERCENT_METRICS = frozenset({"bleu", "chrf", "ter", "sacrebleu"})
+
+
+def resolution(values: np.ndarray, loss: bool = False, metric: str | None = None) -> float:
     """The smallest error a point can have: the metric's reporting resolution. Scores in percent
-    (BLEU, chrF, accuracy x100) are read to 0.1, fractions to 0.001, losses to 1e-4 nats."""
+    (BLEU, chrF, accuracy x100) are read to 0.1, fractions to 0.001, losses to 1e-4 nats. The scale
+    is known for sacrebleu's metrics, else read off the values."""
     if loss:
         return 1e-4
+    if metric in PERCENT_METRICS:
+        return 0.05
     v = np.asarray(values, float)
     big = np.any(np.abs(v[np.isfinite(v)]) > 1.5) if np.any(np.isfinite(v)) else False
     return 0.05 if big else 5e-4

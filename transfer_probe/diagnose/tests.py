@@ -12,6 +12,7 @@ model, a confirmed break is raised on at most ``alpha_run`` of runs of ``horizon
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -95,13 +96,16 @@ def thresholds(horizon: int, first: int, window: int, known: bool, alpha_run: fl
     return {"suspect": q(m1, alpha_suspect), "confirm": q(m2, alpha_run), "confirm_single": q(m1, alpha_run)}
 
 
-def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.ndarray, floor: float, th) -> list[dict]:
+def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.ndarray, floor: float, th,
+           support: Callable[[int, np.ndarray], float] | None = None) -> list[dict]:
     """The break state at every look of a run, as the probes came in.
 
     A look is ``suspected`` when ``z1`` passes its threshold, ``confirmed`` when ``z2`` (a suffix of two
     or more probes) passes the confirm threshold, or ``z1`` does at a point re-measured with extra
-    repeats. A confirmed break stands until a probe sets a new best beyond noise above the level it
-    fell from. Returns one dict per look from ``th.min_points - 1`` on.
+    repeats, or when a suspected look is supported by the laws: ``support(t, sd)`` (how far, in SDs,
+    the newest two probes sit below what the laws fitted to the earlier ones predict) passes
+    ``th.z_holdout``. A confirmed break stands until a probe sets a new best beyond noise above the
+    level it fell from. Returns one dict per look from ``th.min_points - 1`` on.
     """
     n = len(y)
     first = th.min_points - 1
@@ -149,7 +153,16 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
             standing = {"pair": pair, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t])}
             look.update(state="confirmed", since=float(x[t]), **ev)
         elif math.isfinite(z1) and z1 > cal["suspect"]:
-            look.update(state="suspected", **_evidence(yt, st, *a1, th))
+            # the laws can back a first signal that already spans two probes, never a single point
+            two = math.isfinite(z2) and z2 > cal["suspect"]
+            zs = support(t, st) if support is not None and two and t - start >= 5 else float("nan")
+            look["z_support"] = round(zs, 3) if math.isfinite(zs) else None
+            if math.isfinite(zs) and zs > th.z_holdout and a2[0] is not None:
+                ev = _evidence(yt, st, *a2, th)
+                standing = {"pair": a2, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t])}
+                look.update(state="confirmed", since=float(x[t]), by="laws", **ev)
+            else:
+                look.update(state="suspected", **_evidence(yt, st, *a1, th))
         else:
             look.update(state="none")
         out.append(look)

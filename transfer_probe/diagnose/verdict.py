@@ -34,7 +34,9 @@ class Thresholds:
     no-pretraining baseline the newest probes must be to count as transfer. ``z_holdout``: how far
     below both laws' predictions (log-law and saturating) the newest probes must be to suspect a
     plateau. ``z_warmup``: how far above the baseline (or the first probes) a probe must be for
-    learning to have started. ``borderline``: a statistic within this distance of its threshold is
+    learning to have started. ``min_effect``: a score difference too small to matter (in points of
+    a 0-100 score; a hundredth of that for 0-1 scores): a score below the baseline by less than this,
+    while cross-entropy beats the baseline's, reads ``no_transfer`` with ``wait``. ``borderline``: a statistic within this distance of its threshold is
     flagged. ``min_points`` counts probe points after the warm-up; ``min_span_decades`` is the
     smallest log10(newest / oldest tokens) for a verdict.
     """
@@ -48,6 +50,7 @@ class Thresholds:
     z_transfer: float = 1.645
     z_holdout: float = 3.0
     z_warmup: float = 2.0
+    min_effect: float = 1.0
     borderline: float = 0.5
     min_points: int = 5
     min_span_decades: float = 0.5
