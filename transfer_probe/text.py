@@ -118,7 +118,9 @@ def _law_text(v: Any) -> str:
     text = f"law: {L}={_FORMULAS.get(law, law)} {'fits' if trusted else 'not trusted yet'} ({v.n_points} points)"
     bt = v.stats.get("backtest") if isinstance(v.stats, Mapping) else None
     if bt and bt.get("n"):
-        text += f", predicted the last {bt['n']} probe{'s' if bt['n'] > 1 else ''} within {bt['max_abs_err']:.2g} {L}"
+        probes = f"{bt['n']} probe{'s' if bt['n'] > 1 else ''}"
+        text += (f", predicted the last {probes} within {bt['max_abs_err']:.2g} {L}" if trusted else
+                 f", missed the last {probes} by up to {bt['max_abs_err']:.2g} {L}")
     pr = v.prediction
     if pr and pr.get("mean") is not None:
         text += f", predicts {pr['mean']:.1f} [{pr['low']:.1f}, {pr['high']:.1f}] at {format_tokens(pr['budget'])}"

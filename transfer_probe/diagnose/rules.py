@@ -333,9 +333,12 @@ class Diagnosis:
         fit_d.update(trusted=bool(pred_ok), law=kind, interval_scale=round(scale, 3))
         self.fits[self.metric] = fit_d
         if bt.get("n"):
-            self.reasons.insert(0, f"{L} follows the {law_name}: it predicted the last {bt['n']} probe"
-                                   f"{'s' if bt['n'] > 1 else ''} within {bt['max_abs_err']:.2g} {L} "
-                                   f"(rms {bt['rms_z']:.2g} noise SDs){'' if pred_ok else '; not trusted for a prediction yet'}")
+            probes = f"{bt['n']} probe{'s' if bt['n'] > 1 else ''}"
+            self.reasons.insert(0, (f"{L} follows the {law_name}: it predicted the last {probes} within "
+                                    f"{bt['max_abs_err']:.2g} {L} (rms {bt['rms_z']:.2g} noise SDs)") if pred_ok else
+                                (f"no break detected; the {law_name} fitted best but missed the last {probes} by up to "
+                                 f"{bt['max_abs_err']:.2g} {L} (rms {bt['rms_z']:.2g} noise SDs): not trusted for a "
+                                 f"prediction yet"))
         else:
             self.reasons.insert(0, f"no break detected over {len(x)} probes; the {law_name} could not be checked on "
                                    f"the run's own probes yet ({F.why(full)})")
