@@ -329,8 +329,31 @@ def test_transfer_law_single_size_holds_beta_and_flags_ossification():
 def test_registry_and_get_law_error():
     assert set(LAWS) >= {"log", "power", "transfer", "chinchilla"}
     assert get_law("power") is PowerLaw and get_law("chinchilla") is ChinchillaLaw
-    with pytest.raises(ValueError, match="unknown law 'loglog'; valid laws: chinchilla, log, power, saturating, transfer"):
+    with pytest.raises(ValueError, match=r"unknown law 'loglog'; valid laws: chinchilla \(built-in\), log \(built-in\), "
+                                         r"power \(built-in\), saturating \(built-in\), transfer \(built-in\)\. "
+                                         r"Did you mean 'log'\?"):
         get_law("loglog")
+
+
+def test_one_registry_a_law_registered_in_process_reaches_fit_rows_and_the_plugin_list():
+    """``register_law`` goes through the plugin manager: the law shows in ``plugins.names("law")``, in
+    ``LAWS`` and is what ``fit_rows(..., law=name)`` fits with (there is no second dict to miss it)."""
+    from transfer_probe import plugins
+    from transfer_probe.laws import register_law
+
+    class HalvedPower(PowerLaw):
+        pass
+
+    register_law("halved-power", HalvedPower)
+    try:
+        assert "halved-power" in plugins.names("law") and "halved-power" in LAWS
+        assert plugins.get_law("halved-power") is HalvedPower is get_law("halved-power")
+        rows = [{"tokens": t, "loss": float(power(t))} for t in np.geomspace(1e5, 1e8, 8)]
+        fit = fit_rows(rows, x="tokens", y="loss", law="halved-power")
+        assert fit.ok and fit._law.__class__ is HalvedPower
+    finally:
+        plugins.unregister_plugin("law:halved-power")
+    assert "halved-power" not in LAWS
 
 
 def test_fit_rows_plain_table_and_missing_column():

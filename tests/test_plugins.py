@@ -237,7 +237,7 @@ def test_builtins_registered_through_the_hooks(clean_plugins):
     listed = plugins.list_plugins()
     assert listed[0]["name"] == "transfer_probe.default_plugins" and listed[0]["distribution"] is None
     assert set(listed[0]["hooks"]) == set(plugins.KINDS.values())
-    assert plugins.names("law") == ["chinchilla", "log", "power", "transfer"]
+    assert plugins.names("law") == ["chinchilla", "log", "power", "saturating", "transfer"]
     assert plugins.names("executor") == ["inline", "process"]
     assert plugins.names("sink") == ["jsonl", "webhook"]
     assert plugins.names("task") == ["code", "translation"]

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_fit_options(p, ce=False)
     p.add_argument("--law", default=None,
-                   help="law name: log, power, transfer, chinchilla or one from a plugin "
+                   help="law name: log, power, saturating, transfer, chinchilla or one from a plugin "
                         "(default: log for scores, power for losses)")
     p.add_argument("--interval", type=float, default=0.9, help="prediction interval level (default: 0.9)")
 

@@ -29,6 +29,7 @@ def register_metrics(register):
 def register_laws(register):
     register("log", "transfer_probe.laws:LogLaw")
     register("power", "transfer_probe.laws:PowerLaw")
+    register("saturating", "transfer_probe.laws:SaturatingLaw")
     register("transfer", "transfer_probe.laws:TransferLaw")
     register("chinchilla", "transfer_probe.laws:ChinchillaLaw")
 
