@@ -40,9 +40,9 @@ def make_trainer(model, tokenizer, train, out_dir: Path, *, callbacks=(), max_st
 
     args = TrainingArguments(
         output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=batch_size,
-        learning_rate=1e-3, lr_scheduler_type="constant", logging_steps=1000, report_to=[], use_cpu=True,
+        learning_rate=1e-3, lr_scheduler_type="constant", report_to=[], use_cpu=True,
         seed=0, save_steps=save_steps or 500, disable_tqdm=True, dataloader_num_workers=0,
-        remove_unused_columns=False, **{"save_strategy": "steps" if save_steps else "no", **kw},
+        remove_unused_columns=False, **{"save_strategy": "steps" if save_steps else "no", "logging_steps": 1000, **kw},
     )
     if processing_class == "same":
         processing_class = tokenizer

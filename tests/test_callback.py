@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import pytest
@@ -10,6 +11,7 @@ from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, 
 from transformers import TrainerCallback
 
 from transfer_probe import TransferProbeCallback
+from transfer_probe.executors import InlineExecutor
 from transfer_probe.history import read_history
 
 BATCH = 4
@@ -56,8 +58,14 @@ def test_inline_end_to_end_history_and_logs(tiny_gpt2, tiny_tokenizer, train_dat
     for r in recs:
         assert r["status"] == "ok" and r["task"] == "en-fr" and r["finetune_size"]["examples"] == 32
         assert r["run_id"] == probe.run_id and r["schedule"].get("tokens_source", "computed") == "computed"
-        assert 0 <= r["metrics"]["bleu"] <= 100 and r["metrics"]["cross_entropy"] > 0
+        # a few steps of fine-tuning: BLEU and chrF are small but real sacrebleu scores of real output
+        assert 0 < r["metrics"]["bleu"] < 10 and 0 < r["metrics"]["chrf"] < 30, r["metrics"]
+        assert r["metric_signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
         assert r["params"]["total"] > r["params"]["non_embedding"] > 0
+    # each probe fine-tunes the weights of its own step: downstream CE falls as pre-training goes on
+    # (the baseline is a random init; a probe that ignored the snapshot would repeat its numbers)
+    ce = [r["metrics"]["cross_entropy"] for r in recs]
+    assert ce[0] > ce[1] + 0.1 and ce[1] > ce[2] + 0.1, ce
     assert recs[1]["schedule"]["reasons"] == ["every_tokens"]
     # trainer.log: namespaced keys with the tokens axis, seen by other callbacks
     logged = [logs for _, logs in spy.logs if "transfer_probe/tokens" in logs]
@@ -287,3 +295,188 @@ def test_adaptive_repeats_remeasure_a_borderline_warning_before_it_is_raised(tin
     # with the budget spent, the standing verdict is finally warned about
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("en-fr D_f=32" in m for m in warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Options end to end (issue 17): each one is dropped or ignored by a one-line change that no other
+# test notices, so each gets its own small run.
+
+def test_repeats_two_gives_two_records_per_point_and_logs_their_mean(tiny_gpt2, tiny_tokenizer, train_data, task,
+                                                                      tmp_path):
+    spy = LogSpy()
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(),
+                                  seq_len=SEQ_LEN, repeats=2)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, callbacks=[spy, probe], max_steps=2)
+    trainer.train()
+    recs = _probe_records(tmp_path / "transfer_probe" / "history.jsonl")
+    # the baseline point and the step-2 point, each fine-tuned twice with different seeds
+    assert sorted((r["step"], r["pretrained"], r["repeat"]) for r in recs) == [
+        (0, False, 0), (0, False, 1), (2, True, 0), (2, True, 1)]
+    assert all(r["status"] == "ok" for r in recs)
+    at2 = sorted((r for r in recs if r["step"] == 2), key=lambda r: r["repeat"])
+    assert at2[0]["finetune"]["seed"] != at2[1]["finetune"]["seed"]
+    ce = [r["metrics"]["cross_entropy"] for r in at2]
+    assert ce[0] != ce[1]  # independent fine-tunes, not one result written twice
+    logged = [logs for _, logs in spy.logs if "transfer_probe/tokens" in logs]
+    assert len(logged) == 1  # one trainer.log per point: the repeats' mean
+    assert logged[0]["transfer_probe/en-fr/df=32/cross_entropy"] == pytest.approx(sum(ce) / 2)
+
+
+class _DiskInlineExecutor(InlineExecutor):
+    """An executor class given directly (not by name): runs probes inline but, not being named
+    "inline", gets on-disk snapshots, so ``keep_snapshots`` decides whether they survive."""
+
+    name = "disk-inline"
+    submitted: list = []
+
+    def submit(self, jobs):
+        type(self).submitted.extend(jobs)
+        return super().submit(jobs)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_executor_class_output_dir_sink_and_keep_snapshots(keep, tiny_gpt2, tiny_tokenizer, train_data, task,
+                                                           tmp_path):
+    import json
+
+    _DiskInlineExecutor.submitted = []
+    out = tmp_path / "elsewhere"
+    events = tmp_path / "events" / "probe.jsonl"
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(max_steps=1),
+                                  seq_len=SEQ_LEN, baseline=False, executor=_DiskInlineExecutor, output_dir=str(out),
+                                  keep_snapshots=keep, sinks=[f"jsonl:{events}"])
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path / "run", callbacks=[probe], max_steps=2)
+    trainer.train()
+    # the class given was used, with the snapshot written to disk
+    assert [(j.snapshot.step, j.snapshot.path is not None) for j in _DiskInlineExecutor.submitted] == [(2, True)]
+    # output_dir: the history (and snapshots) go there, nothing under the Trainer's output_dir
+    hist = out / "transfer_probe" / "history.jsonl"
+    assert probe.history_path == hist
+    assert [(r["step"], r["status"]) for r in _probe_records(hist)] == [(2, "ok")]
+    assert not (tmp_path / "run" / "transfer_probe").exists()
+    snap = out / "transfer_probe" / "snapshots" / "step-2"
+    assert snap.is_dir() is keep
+    if keep:
+        from transfer_probe.snapshot import load_snapshot
+
+        assert load_snapshot(snap).step == 2
+    # the jsonl sink (no ray, no plugin): every record, in order, as the history has it
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    recs = [x["data"] for x in lines if x["event"] == "record"]
+    assert [(r["step"], r["job_id"]) for r in recs] == [(r["step"], r["job_id"]) for r in _probe_records(hist)]
+
+
+def _fixed_verdict(status, recommendation):
+    from transfer_probe.diagnose import Verdict
+
+    return Verdict(status=status, recommendation=recommendation, task="en-fr", finetune_size=32,
+                   reasons=["fixed by the test"],
+                   tokens_to_target={"target": 25.0, "mean": 3.0e9, "low": 2.0e9, "high": 5.0e9})
+
+
+def _run_with_fixed_verdict(verdict, monkeypatch, tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path, **kwargs):
+    """Training to step 4 with probes at steps 2 and 4 whose diagnosis is ``verdict`` whatever the
+    numbers: the stop_on / target_bleu plumbing, independent of the verdict rules."""
+    import transfer_probe.diagnose as diagnose
+
+    calls = []
+
+    def fixed(records, **kw):
+        calls.append(kw)
+        return {("en-fr", 32): verdict}
+
+    monkeypatch.setattr(diagnose, "diagnose_all", fixed)
+    spy = LogSpy()
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(max_steps=1),
+                                  seq_len=SEQ_LEN, baseline=False, **kwargs)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, callbacks=[spy, probe], max_steps=4)
+    trainer.train()
+    return trainer, calls, spy
+
+
+@pytest.mark.parametrize("status, recommendation, stop_on, stops", [
+    ("misaligned", "stop", ["misaligned"], True),
+    ("no_transfer", "stop", ["no_transfer"], True),
+    ("law_break", "stop", ["stop"], True),           # "stop": any verdict recommending stop
+    ("misaligned", "stop", ["no_transfer"], False),  # a status not asked for
+    ("aligned", "continue", ["stop", "misaligned"], False),
+    pytest.param("misaligned", "wait", ["misaligned"], False, marks=pytest.mark.xfail(
+        strict=False, reason="new semantics (issue on real curves): stop only when the recommendation is 'stop'")),
+    ("suspected", "probe again", ["misaligned", "stop"], False),  # a first signal never stops
+])
+def test_stop_on_follows_the_verdict(status, recommendation, stop_on, stops, monkeypatch, tiny_gpt2, tiny_tokenizer,
+                                     train_data, task, tmp_path, caplog):
+    verdict = _fixed_verdict(status, recommendation)  # built here: a status Verdict refuses fails the test
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer, calls, _ = _run_with_fixed_verdict(verdict, monkeypatch, tiny_gpt2, tiny_tokenizer, train_data,
+                                                    task, tmp_path, stop_on=stop_on)
+    assert trainer.state.global_step == (2 if stops else 4)
+    assert len(calls) == (1 if stops else 2)  # diagnosed after each probe that ran
+    stopping = [m for m in caplog.messages if "stopping pre-training" in m]
+    assert len(stopping) == (1 if stops else 0)
+    verdicts = [r for r in read_history(tmp_path / "transfer_probe" / "history.jsonl") if r["kind"] == "verdict"]
+    assert [(v["status"], v["recommendation"]) for v in verdicts] == [(status, recommendation)] * len(calls)
+
+
+def test_target_bleu_and_budget_reach_the_diagnosis_and_tokens_to_target_is_logged(
+        monkeypatch, tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path):
+    import inspect
+
+    import transfer_probe.diagnose as diagnose
+
+    real = inspect.signature(diagnose.diagnose_all).parameters  # the fake below must not drift from it
+    trainer, calls, spy = _run_with_fixed_verdict(_fixed_verdict("aligned", "continue"), monkeypatch, tiny_gpt2,
+                                                  tiny_tokenizer, train_data, task, tmp_path, target_bleu=25.0,
+                                                  budget_tokens=2e10)
+    assert trainer.state.global_step == 4
+    assert [(c.get("target"), c.get("budget_tokens")) for c in calls] == [(25.0, 2e10)] * 2
+    assert {"target", "budget_tokens"} <= set(real)
+    ttt = [logs["transfer_probe/en-fr/df=32/verdict/tokens_to_target"] for _, logs in spy.logs
+           if "transfer_probe/en-fr/df=32/verdict/tokens_to_target" in logs]
+    assert ttt == [3.0e9, 3.0e9]
+    verdicts = [r for r in read_history(tmp_path / "transfer_probe" / "history.jsonl") if r["kind"] == "verdict"]
+    assert [v["tokens_to_target"]["target"] for v in verdicts] == [25.0, 25.0]
+
+
+def _dropout_gpt2(config):
+    cfg = copy.deepcopy(config)
+    cfg.resid_pdrop = cfg.embd_pdrop = cfg.attn_pdrop = 0.1
+    return _gpt2(cfg)
+
+
+@pytest.mark.parametrize("executor", ["inline", pytest.param("process", marks=pytest.mark.slow)])
+def test_outer_run_with_dropout_over_epochs_is_bit_identical(executor, tiny_gpt2_config, tiny_tokenizer, train_data,
+                                                              task, tmp_path):
+    """Dropout draws from the torch RNG at every step and each epoch's shuffle seeds from it: a probe
+    (inline: a nested Trainer that reseeds; process: snapshots taken in this process) that leaves the
+    RNG moved changes every step after it."""
+    data = train_data[:8]  # 2 steps per epoch: 6 steps are 3 epochs, probes at steps 2 and 4
+    plain = make_trainer(_dropout_gpt2(tiny_gpt2_config), tiny_tokenizer, data, tmp_path / "a", max_steps=6)
+    out_a = plain.train()
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(max_steps=2),
+                                  seq_len=SEQ_LEN, baseline=False, executor=executor)
+    probed = make_trainer(_dropout_gpt2(tiny_gpt2_config), tiny_tokenizer, data, tmp_path / "b", max_steps=6,
+                          callbacks=[probe])
+    out_b = probed.train()
+    assert plain.state.epoch == probed.state.epoch == 3
+    recs = _probe_records(tmp_path / "b" / "transfer_probe" / "history.jsonl")
+    assert sorted((r["step"], r["status"]) for r in recs) == [(2, "ok"), (4, "ok"), (6, "ok")]
+    assert out_a.training_loss == out_b.training_loss  # the mean over all 6 steps, exactly
+    a, b = plain.model.state_dict(), probed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "probing changed the outer run's weights"
+
+
+@pytest.mark.xfail(strict=True, reason="a probe's trainer.log clears control.should_log, so the training loss of a "
+                                       "probe step is merged into the next log (fix in _trainer_log pending)")
+def test_probe_steps_keep_their_own_training_loss_log(tiny_gpt2_config, tiny_tokenizer, train_data, task, tmp_path):
+    plain = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "a", max_steps=4,
+                         logging_steps=1)
+    plain.train()
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(max_steps=1),
+                                  seq_len=SEQ_LEN, baseline=True)
+    probed = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "b", max_steps=4,
+                          callbacks=[probe], logging_steps=1)
+    probed.train()
+    la = [(h["step"], h["loss"]) for h in plain.state.log_history if "loss" in h]
+    lb = [(h["step"], h["loss"]) for h in probed.state.log_history if "loss" in h]
+    assert [s for s, _ in la] == [1, 2, 3, 4] and la == lb  # every step's loss, none swallowed by a probe
