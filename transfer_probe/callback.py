@@ -111,8 +111,8 @@ class TransferProbeCallback(TrainerCallback):
             (:class:`~transfer_probe.probe.FinetuneConfig`; defaults are for tiny models).
         repeats: independent fine-tunes per (point, task, D_f), different seeds (and data subsets
             with ``FinetuneConfig(resample_data=True)``); fits use their mean and spread.
-        adaptive_repeats: a cost cap, in fine-tunes over the whole run, for re-measuring borderline
-            points: when a warning verdict (misaligned, law_break, no_transfer) is borderline, the
+        adaptive_repeats: a cost cap, in fine-tunes over the whole run, for re-measuring suspected or
+            borderline points: when a verdict is ``suspected`` (a first break signal) or a warning is borderline, the
             callback first runs ``max(repeats, 2)`` more fine-tunes at the newest point and warns only
             if the verdict stands. Needs the point's weights: the inline executor (still at that
             step) or ``keep_snapshots=True``. Default 0: off.
@@ -126,7 +126,8 @@ class TransferProbeCallback(TrainerCallback):
             ``args.output_dir``.
         stop_on: verdicts that stop pre-training (``control.should_training_stop``): any of
             ``"misaligned"``, ``"law_break"``, ``"no_transfer"``, or ``"stop"`` (any verdict whose
-            recommendation is stop). Default: never stop.
+            recommendation is stop). Only a verdict recommending ``stop`` stops: a first signal
+            (``suspected``) never does, nor a ``no_transfer`` that waits. Default: never stop.
         keep_snapshots: keep snapshot directories after their probes (default: delete them).
         tokenizer: the tokenizer the probes use; default the Trainer's ``processing_class``.
         seq_len: tokens per training example, to count tokens seen when
@@ -549,7 +550,13 @@ class TransferProbeCallback(TrainerCallback):
         if not logs:
             return
         if self.trainer is not None and hasattr(self.trainer, "log"):
+            # Trainer.log ends in on_log, which clears control.should_log: inside on_step_end that would
+            # swallow this step's own training-loss log (merged into the next one). Keep the flag.
+            control = getattr(self.trainer, "control", None)
+            should_log = getattr(control, "should_log", None)
             self.trainer.log(dict(logs))
+            if control is not None and should_log is not None:
+                control.should_log = should_log
             return
         # No trainer found (a custom loop): keep the numbers in the state's log history at least.
         state.log_history.append({**logs, "step": state.global_step})
@@ -594,7 +601,8 @@ class TransferProbeCallback(TrainerCallback):
                 text = diag.format_verdict(verdict)
                 warn = self._tracker.update(verdict) if self._tracker is not None else False
                 # The tracker also flags a warning that ended: said once, at INFO.
-                (logger.warning if warn and getattr(verdict, "is_warning", False) else logger.info)("%s", text)
+                (logger.warning if warn and (getattr(verdict, "is_warning", False) or getattr(verdict, "is_suspected", False))
+                 else logger.info)("%s", text)
                 rec = dict(verdict.to_record())
                 rec.setdefault("run_id", self.run_id)
                 rec.setdefault("step", int(state.global_step))
@@ -606,8 +614,10 @@ class TransferProbeCallback(TrainerCallback):
             except Exception as exc:
                 logger.warning("transfer_probe | reporting the verdict for %s D_f=%s failed: %s", task, df, exc)
                 continue
-            if self.stop_on and (getattr(verdict, "status", None) in self.stop_on
-                                 or ("stop" in self.stop_on and getattr(verdict, "recommendation", None) == "stop")):
+            # Only a verdict that recommends stopping stops a run: a first signal ("suspected", "probe
+            # again") or a no_transfer that waits for the score to follow CE never does.
+            if self.stop_on and getattr(verdict, "recommendation", None) == "stop" and (
+                    getattr(verdict, "status", None) in self.stop_on or "stop" in self.stop_on):
                 logger.warning("transfer_probe | stopping pre-training: verdict %r for %s D_f=%s matches stop_on=%s",
                                getattr(verdict, "status", None), task, df, sorted(self.stop_on))
                 control.should_training_stop = True
@@ -618,8 +628,10 @@ class TransferProbeCallback(TrainerCallback):
 
         Returns True when more measurements were submitted: the warning waits for them.
         """
-        if (self._adaptive_left <= 0 or not getattr(verdict, "borderline", False)
-                or getattr(verdict, "status", None) not in {"misaligned", "law_break", "no_transfer"}):
+        status = getattr(verdict, "status", None)
+        # A first signal ("suspected") is exactly what re-measuring settles; so is a borderline warning.
+        if self._adaptive_left <= 0 or not (status == "suspected" or (
+                getattr(verdict, "borderline", False) and status in {"misaligned", "law_break", "no_transfer"})):
             return False
         pts = [r for r in records if r.get("kind", "probe") == "probe" and r.get("pretrained", True)
                and str(r.get("task")) == task_name and _df(r) == df]
