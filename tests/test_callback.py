@@ -217,8 +217,9 @@ def test_bad_tokenizer_or_model_raise_before_any_step(tiny_gpt2, tiny_tokenizer,
 def test_law_break_verdict_warns_is_recorded_and_stop_on_stops_training(tiny_gpt2, tiny_tokenizer, train_data, task,
                                                                       tmp_path, caplog):
     """A run whose history (synthetic points of the same run, up to 1e9 tokens) follows the BLEU law;
-    the next real probe lands far below the law's prediction: the verdict is diagnosed, warned about,
-    recorded, logged through trainer.log, and stops training (stop_on)."""
+    the next real probe lands far below it: a first signal (suspected, probe again), which does not
+    stop training. The probe after it is low too: the break is confirmed, warned about, recorded,
+    logged through trainer.log, and stops training (stop_on)."""
     from _synthetic import history_records
 
     from transfer_probe.history import HistoryWriter
@@ -232,15 +233,16 @@ def test_law_break_verdict_warns_is_recorded_and_stop_on_stops_training(tiny_gpt
     trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=6, callbacks=[probe])
     with caplog.at_level(logging.INFO, logger="transfer_probe"):
         trainer.train()
-    assert trainer.state.global_step == 2  # stopped at the first probe instead of running to step 6
+    assert trainer.state.global_step == 4  # stopped at the second probe instead of running to step 6
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert sum("law" in m and "broken" in m or "law_break" in m for m in warnings) >= 1
+    assert sum("suspected:" in m for m in warnings) == 1 and sum("law_break:" in m for m in warnings) == 1
     assert sum("stopping pre-training: verdict 'law_break'" in m for m in warnings) == 1
     recs = read_history(hist)
     verdicts = [r for r in recs if r["kind"] == "verdict"]
-    assert len(verdicts) == 1 and verdicts[0]["status"] == "law_break" and verdicts[0]["run_id"] == "run-x"
-    new = [r for r in recs if r["kind"] == "probe" and r["step"] == 2]
-    assert len(new) == 1 and new[0]["tokens"] == 2e10
+    assert [(v["status"], v["recommendation"]) for v in verdicts] == [("suspected", "probe again"), ("law_break", "stop")]
+    assert all(v["run_id"] == "run-x" for v in verdicts)
+    new = [r for r in recs if r["kind"] == "probe" and r["step"] in (2, 4)]
+    assert [r["tokens"] for r in new] == [2e10, 4e10]
     assert any(h.get("transfer_probe/en-fr/df=32/verdict/warning") == 1.0 for h in trainer.state.log_history)
 
 
@@ -295,6 +297,33 @@ def test_adaptive_repeats_remeasure_a_borderline_warning_before_it_is_raised(tin
     # with the budget spent, the standing verdict is finally warned about
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("en-fr D_f=32" in m for m in warnings)
+
+
+def test_a_suspected_break_is_remeasured_then_confirmed_at_the_default_thresholds(tiny_gpt2, tiny_tokenizer,
+                                                                                   train_data, task, tmp_path, caplog):
+    """Eight healthy probes, then one far below them: a single point is only a first signal
+    (suspected, probe again). With adaptive repeats the callback re-measures it before saying more;
+    the re-measured point confirms the break, which is then recorded and warned about as a stop."""
+    from _synthetic import history_records
+
+    from transfer_probe.history import HistoryWriter
+
+    hist = tmp_path / "transfer_probe" / "history.jsonl"
+    HistoryWriter(hist).extend(history_records(task="en-fr", df=32, run_id="run-z", baseline=False))
+    probe = TransferProbeCallback([task], every_tokens=int(2e10), finetune=quick_finetune(), seq_len=2_500_000_000,
+                                  run_id="run-z", budget_tokens=4e10, baseline=False, adaptive_repeats=2)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=3, callbacks=[probe])
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer.train()
+    new = [r for r in read_history(hist) if r["kind"] == "probe" and r["step"] == 2]
+    assert sorted(r["repeat"] for r in new) == [0, 1, 2]  # 1 scheduled + 2 adaptive
+    held = [m for m in caplog.messages if "measuring" in m and "before warning" in m]
+    assert len(held) == 1 and "borderline suspected" not in held[0] and "suspected" in held[0]
+    verdicts = [r for r in read_history(hist) if r["kind"] == "verdict"]
+    assert len(verdicts) == 1 and verdicts[0]["status"] in ("law_break", "misaligned")
+    assert verdicts[0]["recommendation"] == "stop" and verdicts[0]["history"][-1]["state"] == "confirmed"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("en-fr D_f=32" in m and verdicts[0]["status"] in m for m in warnings)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -662,9 +662,10 @@ class TransferProbeCallback(TrainerCallback):
                          run_id=self.run_id, extra={"schedule": {"reasons": ["adaptive_repeat"]}})
                 for i in range(extra)]
         self._adaptive_left -= extra
-        logger.info("transfer_probe | %s D_f=%s | borderline %s at %s tokens: measuring %d more fine-tune(s) "
+        what = "first signal of a break (suspected)" if status == "suspected" else f"borderline {status}"
+        logger.info("transfer_probe | %s D_f=%s | %s at %s tokens: measuring %d more fine-tune(s) "
                     "there before warning (adaptive repeats: %d of %d left)", task_name, df,
-                    verdict.status, _fmt_tokens(tokens), extra, self._adaptive_left, self.adaptive_repeats)
+                    what, _fmt_tokens(tokens), extra, self._adaptive_left, self.adaptive_repeats)
         self.executor.submit(jobs)
         return True
 

@@ -84,25 +84,30 @@ def thresholds(horizon: int, first: int, window: int, known: bool, alpha_run: fl
     """
     rng = np.random.default_rng(20261129)
     y = rng.standard_normal((sims, horizon))
-    m1 = np.full(sims, -np.inf)
-    m2 = np.full(sims, -np.inf)
+    z1s, z2s = [], []
     for t in range(first, horizon):
         yt = y[:, :t + 1]
         s = look_sigma(yt, np.ones(t + 1) if known else None, 1e-6)
         z1, z2, _ = scan(yt, 1.0 / s ** 2, window)
-        m1 = np.maximum(m1, z1)
-        m2 = np.maximum(m2, z2)
+        z1s.append(z1)
+        z2s.append(z2)
+    z1s, z2s = np.array(z1s), np.array(z2s)
     q = lambda arr, a: float(np.quantile(np.where(np.isfinite(arr), arr, -1e9), 1 - a))  # noqa: E731
-    return {"suspect": q(m1, alpha_suspect), "confirm": q(m2, alpha_run), "confirm_single": q(m1, alpha_run)}
+    suspect = q(z1s.max(axis=0), alpha_suspect)
+    # a confirmation needs the previous look to have been suspected already (one bad probe with a
+    # small error cannot carry a two-probe suffix alone)
+    prev = np.vstack([np.full((1, sims), -np.inf), z1s[:-1]]) > suspect
+    m2 = np.where(prev, z2s, -np.inf).max(axis=0)
+    return {"suspect": suspect, "confirm": q(m2, alpha_run), "confirm_single": q(z1s.max(axis=0), alpha_run)}
 
 
 def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.ndarray, floor: float, th,
            support: Callable[[int, np.ndarray], float] | None = None) -> list[dict]:
     """The break state at every look of a run, as the probes came in.
 
-    A look is ``suspected`` when ``z1`` passes its threshold, ``confirmed`` when ``z2`` (a suffix of two
-    or more probes) passes the confirm threshold, or ``z1`` does at a point re-measured with extra
-    repeats, or when a suspected look is supported by the laws: ``support(t, sd)`` (how far, in SDs,
+    A look is ``suspected`` when ``z1`` passes its threshold, ``confirmed`` when the previous look was
+    suspected too and ``z2`` (a suffix of two or more probes) passes the confirm threshold, or ``z1``
+    does at a point re-measured with extra repeats, or when such a two-look signal is supported by the laws: ``support(t, sd)`` (how far, in SDs,
     the newest two probes sit below what the laws fitted to the earlier ones predict) passes
     ``th.z_holdout``. A confirmed break stands until a probe sets a new best beyond noise above the
     level it fell from. Returns one dict per look from ``th.min_points - 1`` on.
@@ -119,6 +124,7 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
     usual = float(np.median(n_rep)) if len(n_rep) else 1.0
     out: list[dict] = []
     standing = None
+    was_suspected = False  # the previous look passed the first-signal threshold
     start = 0  # after a lifted break, the evidence is counted from the new best on
     for t in range(first, n):
         yt = y[:t + 1]
@@ -133,7 +139,7 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
             zr = (y[t] - lvl) / math.hypot(st[t], lsd)
             if zr > th.z_reverse:
                 look.update(state="reversed", z_reverse=round(float(zr), 3), was=standing)
-                standing, start = None, t
+                standing, start, was_suspected = None, t, False
                 out.append(look)
                 continue
             else:
@@ -142,7 +148,8 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
                 out.append(look)
                 continue
         remeasured = n_rep[t] > usual
-        if math.isfinite(z2) and z2 > cal["confirm"]:
+        before, was_suspected = was_suspected, math.isfinite(z1) and z1 > cal["suspect"]
+        if before and math.isfinite(z2) and z2 > cal["confirm"]:
             pair = a2
         elif remeasured and math.isfinite(z1) and z1 > cal["confirm_single"]:
             pair = a1
@@ -154,7 +161,7 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
             look.update(state="confirmed", since=float(x[t]), **ev)
         elif math.isfinite(z1) and z1 > cal["suspect"]:
             # the laws can back a first signal that already spans two probes, never a single point
-            two = math.isfinite(z2) and z2 > cal["suspect"]
+            two = before and math.isfinite(z2) and z2 > cal["suspect"]
             zs = support(t, st) if support is not None and two and t - start >= 5 else float("nan")
             look["z_support"] = round(zs, 3) if math.isfinite(zs) else None
             if math.isfinite(zs) and zs > th.z_holdout and a2[0] is not None:
