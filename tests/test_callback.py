@@ -506,3 +506,22 @@ def test_probe_steps_keep_their_own_training_loss_log(tiny_gpt2_config, tiny_tok
     la = [(h["step"], h["loss"]) for h in plain.state.log_history if "loss" in h]
     lb = [(h["step"], h["loss"]) for h in probed.state.log_history if "loss" in h]
     assert [s for s, _ in la] == [1, 2, 3, 4] and la == lb  # every step's loss, none swallowed by a probe
+
+
+def test_a_first_signal_schedules_one_extra_probe_before_the_next_scheduled_one(monkeypatch, tiny_gpt2,
+                                                                                tiny_tokenizer, train_data, task,
+                                                                                tmp_path, caplog):
+    """Probes every 2 steps; the verdict after the step-2 probe is suspected: with extra_probes=1 one
+    more probe runs at step 3 (halfway in log tokens to step 4), recorded with its reason; the cap
+    holds (no extra probe after the later suspected verdicts). Without the option: steps 2 and 4 only."""
+    verdict = _fixed_verdict("suspected", "probe again")
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        _run_with_fixed_verdict(verdict, monkeypatch, tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path,
+                                extra_probes=1)
+    recs = [r for r in read_history(tmp_path / "transfer_probe" / "history.jsonl") if r["kind"] == "probe"]
+    assert [r["step"] for r in recs] == [2, 3, 4]
+    assert recs[1]["schedule"]["reasons"] == ["extra"]
+    assert sum("an extra probe at" in m and "extra probes: 0 of 1 left" in m for m in caplog.messages) == 1
+    _run_with_fixed_verdict(verdict, monkeypatch, tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path / "off")
+    off = [r for r in read_history(tmp_path / "off" / "transfer_probe" / "history.jsonl") if r["kind"] == "probe"]
+    assert [r["step"] for r in off] == [2, 4]

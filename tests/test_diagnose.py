@@ -396,3 +396,17 @@ def test_the_laws_back_a_two_probe_first_signal_into_a_confirmed_break():
     from transfer_probe.diagnose.fits import law_support
     flat = np.zeros(10)
     assert math.isnan(law_support(t, flat, 2.0)(9, np.ones(10)))
+
+
+def test_one_crashed_probe_with_a_tiny_error_is_a_first_signal_not_a_confirmed_break():
+    """A probe that collapses to BLEU 0 with a near-zero bootstrap error would dominate any weighted
+    mean of the newest two probes; the confirmation leaves each suffix's lowest probe out and the laws
+    need each of the two probes low on its own, so one bad probe stays `suspected`."""
+    y = law(D).copy()
+    recs = records(y[:7], ce_law(D[:7]), tokens=D[:7])
+    recs.append({"run_id": "run1", "task": "en-fr", "finetune_size": {"examples": 50}, "tokens": float(D[7]),
+                 "pretrained": True, "status": "ok", "repeat": 0,
+                 "metrics": {"bleu": 0.0, "cross_entropy": 5.0}, "metrics_ci": {"bleu": [0.0, 0.01]}})
+    v = diagnose(recs)
+    assert v.status == "suspected" and v.recommendation == "probe again"
+    assert v.history[-1]["z1"] > 20 and v.history[-1]["z2"] < 0

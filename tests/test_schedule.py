@@ -130,3 +130,19 @@ def test_token_counter_fallback_sources(caplog):
         TokenCounter().setup(_args(), model=NS(config=NS()))
     with pytest.raises(ValueError, match="seq_len"):
         TokenCounter(seq_len=0)
+
+
+def test_extra_points_fire_once_report_their_reason_and_survive_a_resume():
+    s = ProbeSchedule(every_tokens=100)
+    s.start(0)
+    assert s.due(100).reasons == ("every_tokens",)
+    assert s.next_point(100) == 200
+    assert s.add_point(141) == 141 and s.next_point(100) == 141
+    assert s.due(120) is None
+    p = s.due(150)
+    assert p.reasons == ("extra",) and p.covered == (141,)
+    assert s.due(160) is None  # fired once
+    s.add_point(170)
+    resumed = ProbeSchedule.from_state_dict(s.state_dict())
+    assert resumed.extra_points == [170] and resumed.due(175).reasons == ("extra",)
+    assert s.add_point(50) == 161  # a passed point fires at the next step (last seen: 160)

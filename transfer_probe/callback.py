@@ -116,6 +116,10 @@ class TransferProbeCallback(TrainerCallback):
             callback first runs ``max(repeats, 2)`` more fine-tunes at the newest point and warns only
             if the verdict stands. Needs the point's weights: the inline executor (still at that
             step) or ``keep_snapshots=True``. Default 0: off.
+        extra_probes: a cap, in probe points over the whole run, on extra probes after a first break
+            signal: when a verdict is ``suspected``, one more probe is scheduled halfway (in log
+            tokens) to the next scheduled point, so the signal is confirmed or cleared sooner.
+            Default 0: off.
         thresholds: the decision thresholds of the verdicts (``transfer_probe.diagnose.Thresholds``;
             default ``DEFAULT_THRESHOLDS``, calibrated in benchmarks/README.md).
         baseline: also probe a randomly initialized model of the same config, once per run
@@ -154,6 +158,7 @@ class TransferProbeCallback(TrainerCallback):
         finetune: FinetuneConfig | None = None,
         repeats: int = 1,
         adaptive_repeats: int = 0,
+        extra_probes: int = 0,
         thresholds: Any = None,
         baseline: bool = True,
         budget_tokens: float | None = None,
@@ -187,6 +192,11 @@ class TransferProbeCallback(TrainerCallback):
                              f"got {adaptive_repeats!r}")
         self.adaptive_repeats = int(adaptive_repeats)
         self._adaptive_left = self.adaptive_repeats
+        if not isinstance(extra_probes, numbers.Integral) or isinstance(extra_probes, bool) or extra_probes < 0:
+            raise ValueError(f"extra_probes must be a non-negative integer (extra probe points over the run), "
+                             f"got {extra_probes!r}")
+        self.extra_probes = int(extra_probes)
+        self._extra_left = self.extra_probes
         self.thresholds = thresholds
         self._current: tuple[Any, int] | None = None  # (model, step) during the event that probes it
         self._adaptive_warned = False
@@ -616,12 +626,30 @@ class TransferProbeCallback(TrainerCallback):
                 continue
             # Only a verdict that recommends stopping stops a run: a first signal ("suspected", "probe
             # again") or a no_transfer that waits for the score to follow CE never does.
+            if getattr(verdict, "status", None) == "suspected":
+                self._extra_probe(task, df, tokens)
             if self.stop_on and getattr(verdict, "recommendation", None) == "stop" and (
                     getattr(verdict, "status", None) in self.stop_on or "stop" in self.stop_on):
                 logger.warning("transfer_probe | stopping pre-training: verdict %r for %s D_f=%s matches stop_on=%s",
                                getattr(verdict, "status", None), task, df, sorted(self.stop_on))
                 control.should_training_stop = True
 
+
+    def _extra_probe(self, task_name: str, df: Any, tokens: float) -> None:
+        """After a first break signal, probe once more before the next scheduled point (extra_probes)."""
+        if self._extra_left <= 0 or tokens <= 0:
+            return
+        nxt = self.schedule.next_point(int(tokens))
+        if nxt is None:
+            return
+        mid = max(int(math.sqrt(tokens * nxt)), (self.schedule.last_tokens or 0) + 1)
+        if mid >= nxt:
+            return
+        point = self.schedule.add_point(mid)
+        self._extra_left -= 1
+        logger.info("transfer_probe | %s D_f=%s | first signal of a break: an extra probe at %s tokens, before the "
+                    "next scheduled one at %s (extra probes: %d of %d left)", task_name, df, _fmt_tokens(point),
+                    _fmt_tokens(nxt), self._extra_left, self.extra_probes)
 
     def _remeasure(self, task_name: str, df: Any, verdict: Any, records: list[dict]) -> bool:
         """Hold a borderline warning and run more fine-tunes at its newest point (adaptive repeats).

@@ -134,6 +134,7 @@ class ProbeSchedule:
         self.token_points: tuple[int, ...] = points
         self.on_save = on_save
         self.last_tokens: int | None = None
+        self.extra_points: list[int] = []  # one-off points added during the run (a first break signal)
 
     def start(self, tokens: int) -> None:
         """Begin (or resume) at ``tokens`` seen: points at or below it count as passed."""
@@ -156,12 +157,33 @@ class ProbeSchedule:
             if crossed_points:
                 reasons.append("token_points")
                 covered.extend(crossed_points)
+            crossed_extra = [p for p in self.extra_points if p <= tokens]
+            if crossed_extra:
+                reasons.append("extra")
+                covered.extend(crossed_extra)
+                self.extra_points = [p for p in self.extra_points if p > tokens]
             self.last_tokens = tokens
         if saving and self.on_save:
             reasons.append("on_save")
         if not reasons:
             return None
         return ProbePoint(tokens=tokens, reasons=tuple(reasons), covered=tuple(sorted(set(covered))))
+
+    def next_point(self, tokens: int) -> int | None:
+        """The next scheduled token count after ``tokens`` (every_tokens, token_points or an extra
+        point), or None when the schedule has none (on_save only, or past the last point)."""
+        cands = [p for p in (*self.token_points, *self.extra_points) if p > tokens]
+        if self.every_tokens is not None:
+            cands.append((int(tokens) // self.every_tokens + 1) * self.every_tokens)
+        return min(cands) if cands else None
+
+    def add_point(self, tokens: int) -> int:
+        """Add a one-off probe point (for example between two scheduled ones, to settle a first break
+        signal sooner); a point already passed fires at the next step. Returns the point added."""
+        tokens = max(int(tokens), (self.last_tokens or 0) + 1)
+        if tokens not in self.extra_points:
+            self.extra_points = sorted([*self.extra_points, tokens])
+        return tokens
 
     def describe(self) -> str:
         parts = []
@@ -181,10 +203,12 @@ class ProbeSchedule:
             "token_points": list(self.token_points),
             "on_save": self.on_save,
             "last_tokens": self.last_tokens,
+            "extra_points": list(self.extra_points),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last_tokens = state.get("last_tokens")
+        self.extra_points = sorted(int(p) for p in state.get("extra_points") or [])
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> ProbeSchedule:

@@ -241,8 +241,9 @@ def choose_law(x: np.ndarray, y: np.ndarray, s: np.ndarray, kinds=("log", "satur
 
 def below_laws(x: np.ndarray, y: np.ndarray, s: np.ndarray, k: int, kinds=("log", "saturating")) -> dict | None:
     """How far (in SDs of prediction and noise) the newest ``k`` probes sit below what each law,
-    fitted to the probes before them, predicts: ``{kind: z}``, positive when below. None when a law
-    cannot be fitted to the earlier probes (fewer than 4, or no finite curve)."""
+    fitted to the probes before them, predicts: ``{kind: z}`` for their mean and ``{kind_each: z}``
+    for the least deviant of them alone, positive when below. None when a law cannot be fitted to the
+    earlier probes (fewer than 4, or no finite curve)."""
     if len(x) - k < 4:
         return None
     out = {}
@@ -253,13 +254,17 @@ def below_laws(x: np.ndarray, y: np.ndarray, s: np.ndarray, k: int, kinds=("log"
         z, _ = holdout_z(fit, x[-k:], y[-k:], s[-k:])
         if not math.isfinite(z):
             return None
+        mean, sd = curve_sd(fit, x[-k:])
+        each = (mean - y[-k:]) / np.sqrt(sd ** 2 + s[-k:] ** 2)  # each probe's own shortfall
         out[kind] = -z
+        out[f"{kind}_each"] = float(np.min(each)) if np.all(np.isfinite(each)) else float("nan")
     return out
 
 
 def law_support(x: np.ndarray, y: np.ndarray, z_rise: float):
     """The laws' backing for a first break signal at look ``t``, as ``replay`` asks for it: how far the
-    newest two probes sit below both laws fitted to the probes before them (the smaller of the two).
+    newest two probes sit below both laws fitted to the probes before them (the smaller of the two),
+    provided each of the two is below both laws on its own (by 1.645 SDs).
     Only where the earlier probes rose beyond noise (by ``z_rise`` SDs, first three against the three
     before the suffix): a law fitted to a flat, noisy stretch extrapolates a rise the data never had."""
     def support(t: int, sd: np.ndarray) -> float:
@@ -270,6 +275,9 @@ def law_support(x: np.ndarray, y: np.ndarray, z_rise: float):
         if (m1 - m0) / math.sqrt(1.0 / np.sum(w0) + 1.0 / np.sum(w1)) <= z_rise:
             return float("nan")
         b = below_laws(x[:t + 1], y[:t + 1], sd[:t + 1], 2)
-        return min(b.values()) if b else float("nan")
+        # each of the two probes must be below both laws on its own: one crashed probe is not a break
+        if not b or not min(b["log_each"], b["saturating_each"]) > 1.645:
+            return float("nan")
+        return min(b["log"], b["saturating"])
 
     return support

@@ -175,10 +175,12 @@ class Diagnosis:
         where = (f"{tok(x[plo])}" if plo == phi else f"{tok(x[plo])}-{tok(x[phi])}")
         recent = f"{look['now']:.3g} over the newest {k} probes ({tok(x[a])}-{tok(x[e])} tokens)" if k > 1 else \
             f"{look['now']:.3g} at {tok(x[e])} tokens"
-        thr = cal["confirm"] if confirmed else cal["suspect"]
-        self.near(look["z"], thr)
+        if confirmed:
+            self.near(look["z_confirm"], look["threshold"])
+        else:
+            self.near(look["z1"], cal["suspect"])
         fell = (f"{L} fell from {look['level']:.3g} (its best level, probes at {where} tokens) to {recent}, "
-                f"{look['z']:.1f} noise SDs")
+                f"{look['z']:.1f} noise SDs of the difference")
         self.break_tokens = float(x[phi + 1]) if phi + 1 < len(x) else float(x[-1])
         contrast = self.ce_contrast(look["peak"], look["suffix"])
         if not confirmed:
@@ -187,9 +189,14 @@ class Diagnosis:
             self.stats["message"] = f"{fell} at {tok(x[-1])} tokens; {contrast[1]}"
             return self.verdict("suspected", "probe again", break_tokens=self.break_tokens)
         since = look.get("since", float(x[-1]))
-        self.reasons.append(fell + f" (threshold {cal['confirm']:.2f}: a false alarm on {th.alpha_run:.0%} of healthy "
-                                   f"runs of {max(th.horizon, len(self.pts))} probes); standing since {tok(since)} tokens "
-                                   f"until a probe sets a new best beyond noise")
+        how = {"suffix": f"the fall over 2+ probes, without the lowest of them, passed {look['threshold']:.2f} SDs: "
+                         f"a false alarm on {th.alpha_run:.0%} of healthy runs of {max(th.horizon, len(self.pts))} probes",
+               "remeasured": f"the re-measured point stays {look['z_confirm']:.1f} SDs below (threshold "
+                             f"{look['threshold']:.2f})",
+               "laws": f"both the log-law and the saturating law fitted to the earlier probes put the newest two "
+                       f"{look['z_confirm']:.1f} SDs higher (threshold {look['threshold']:g})"}[look["by"]]
+        self.reasons.append(fell + f"; confirmed at {tok(since)} tokens ({how}); it stands until a probe sets a new "
+                                   f"best beyond noise")
         head = f"{L} broke at {tok(self.break_tokens)} tokens: {look['level']:.3g} -> {look['now']:.3g} ({look['z']:.1f} SDs)"
         follows, txt = contrast
         if follows:
@@ -403,9 +410,10 @@ class Diagnosis:
         k = 2 if m >= self.th.min_points + 2 else 1
         if m - k < 4:
             return None
-        zs = F.below_laws(x, y, s, k)
-        if not zs or min(zs.values()) <= self.th.z_holdout:
+        b = F.below_laws(x, y, s, k)
+        if not b or min(b["log"], b["saturating"]) <= self.th.z_holdout:
             return None
+        zs = {"log": b["log"], "saturating": b["saturating"]}
         peak = (max(0, m - k - self.th.peak_window), m - k - 1)
         suffix = (m - k, m - 1)
         # model-free too: no improvement beyond noise over the earlier level

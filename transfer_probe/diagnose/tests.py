@@ -24,8 +24,8 @@ def scan(y: np.ndarray, w: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     """The break statistics of one look, row-wise over curves.
 
     ``y``: (S, m) values, ``w``: (S, m) weights 1/sd^2. Returns ``z1`` (S,), the largest z over every
-    (peak, suffix) pair; ``z2`` (S,), the same over suffixes of at least 2 probes; and, for row 0, the
-    pair (b, a) of each (for the reasons).
+    (peak, suffix) pair; ``z2`` (S,), the same over suffixes of at least 2 probes, each without its
+    lowest probe; and, for row 0, the (lo, b, a) of each (for the reasons).
     """
     y = np.atleast_2d(np.asarray(y, float))
     w = np.atleast_2d(np.asarray(w, float))
@@ -39,6 +39,9 @@ def scan(y: np.ndarray, w: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
     cwy = np.concatenate([np.zeros((S, 1)), np.cumsum(w * y, axis=1)], axis=1)
     sw = cw[:, m:m + 1] - cw[:, :m]  # suffix a..m-1 weight, for a = 0..m-1
     smean = (cwy[:, m:m + 1] - cwy[:, :m]) / sw
+    # For confirmation, each suffix without its lowest probe: one crashed probe (with a small error,
+    # it would dominate the weighted mean) cannot stand for a decline of two or more.
+    tw, tmean = _trimmed_suffixes(y, w, sw, cwy[:, m:m + 1] - cwy[:, :m])
     for b in range(m - 1):
         # the level at b: the mean of the last 1..window probes up to b (on a steep rise a long window
         # would understate the peak; a short one is noisier; the calibration pays for both)
@@ -51,14 +54,29 @@ def scan(y: np.ndarray, w: np.ndarray, window: int) -> tuple[np.ndarray, np.ndar
             if best[0] > z1[0]:
                 arg1 = (lo, b, b + 1 + int(k1[0]))
             z1 = np.maximum(z1, best)
-            if z.shape[1] >= 2:
-                zz = z[:, :-1]  # suffixes with at least 2 probes
+            if z.shape[1] >= 2:  # suffixes with at least 2 probes, trimmed of their lowest
+                zz = (pm[:, None] - tmean[:, b + 1:m - 1]) / np.sqrt(1.0 / pw[:, None] + 1.0 / tw[:, b + 1:m - 1])
                 k2 = np.argmax(zz, axis=1)
                 best2 = zz[np.arange(S), k2]
                 if best2[0] > z2[0]:
                     arg2 = (lo, b, b + 1 + int(k2[0]))
                 z2 = np.maximum(z2, best2)
     return z1, z2, (arg1, arg2)
+
+
+def _trimmed_suffixes(y: np.ndarray, w: np.ndarray, sw: np.ndarray, swy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and mean of each suffix a..m-1 without its lowest value (a = 0..m-1; NaN for a = m-1)."""
+    S, m = y.shape
+    tw = np.full((S, m), np.nan)
+    tmean = np.full((S, m), np.nan)
+    rows = np.arange(S)
+    low = np.full(S, m - 1)
+    for a in range(m - 2, -1, -1):
+        low = np.where(y[:, a] < y[rows, low], a, low)
+        wl = w[rows, low]
+        tw[:, a] = sw[:, a] - wl
+        tmean[:, a] = (swy[:, a] - wl * y[rows, low]) / tw[:, a]
+    return tw, tmean
 
 
 def look_sigma(y: np.ndarray, sigma: np.ndarray | None, floor: float) -> np.ndarray:
@@ -93,21 +111,17 @@ def thresholds(horizon: int, first: int, window: int, known: bool, alpha_run: fl
         z2s.append(z2)
     z1s, z2s = np.array(z1s), np.array(z2s)
     q = lambda arr, a: float(np.quantile(np.where(np.isfinite(arr), arr, -1e9), 1 - a))  # noqa: E731
-    suspect = q(z1s.max(axis=0), alpha_suspect)
-    # a confirmation needs the previous look to have been suspected already (one bad probe with a
-    # small error cannot carry a two-probe suffix alone)
-    prev = np.vstack([np.full((1, sims), -np.inf), z1s[:-1]]) > suspect
-    m2 = np.where(prev, z2s, -np.inf).max(axis=0)
-    return {"suspect": suspect, "confirm": q(m2, alpha_run), "confirm_single": q(z1s.max(axis=0), alpha_run)}
+    return {"suspect": q(z1s.max(axis=0), alpha_suspect), "confirm": q(z2s.max(axis=0), alpha_run),
+            "confirm_single": q(z1s.max(axis=0), alpha_run)}
 
 
 def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.ndarray, floor: float, th,
            support: Callable[[int, np.ndarray], float] | None = None) -> list[dict]:
     """The break state at every look of a run, as the probes came in.
 
-    A look is ``suspected`` when ``z1`` passes its threshold, ``confirmed`` when the previous look was
-    suspected too and ``z2`` (a suffix of two or more probes) passes the confirm threshold, or ``z1``
-    does at a point re-measured with extra repeats, or when such a two-look signal is supported by the laws: ``support(t, sd)`` (how far, in SDs,
+    A look is ``suspected`` when ``z1`` passes its threshold, ``confirmed`` when ``z2`` (a suffix of two
+    or more probes, without its lowest) passes the confirm threshold, or ``z1`` does at a point
+    re-measured with extra repeats, or when a two-probe signal is supported by the laws: ``support(t, sd)`` (how far, in SDs,
     the newest two probes sit below what the laws fitted to the earlier ones predict) passes
     ``th.z_holdout``. A confirmed break stands until a probe sets a new best beyond noise above the
     level it fell from. Returns one dict per look from ``th.min_points - 1`` on.
@@ -124,7 +138,6 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
     usual = float(np.median(n_rep)) if len(n_rep) else 1.0
     out: list[dict] = []
     standing = None
-    was_suspected = False  # the previous look passed the first-signal threshold
     start = 0  # after a lifted break, the evidence is counted from the new best on
     for t in range(first, n):
         yt = y[:t + 1]
@@ -139,35 +152,34 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
             zr = (y[t] - lvl) / math.hypot(st[t], lsd)
             if zr > th.z_reverse:
                 look.update(state="reversed", z_reverse=round(float(zr), 3), was=standing)
-                standing, start, was_suspected = None, t, False
+                standing, start = None, t
                 out.append(look)
                 continue
             else:
                 look.update(state="confirmed", z_reverse=round(float(zr), 3), **_evidence(yt, st, *standing["pair"], th))
-                look["since"] = standing["since"]
+                look.update({k: standing[k] for k in ("since", "by", "z_confirm", "threshold")})
                 out.append(look)
                 continue
         remeasured = n_rep[t] > usual
-        before, was_suspected = was_suspected, math.isfinite(z1) and z1 > cal["suspect"]
-        if before and math.isfinite(z2) and z2 > cal["confirm"]:
-            pair = a2
+        if math.isfinite(z2) and z2 > cal["confirm"]:
+            pair, how = a2, {"by": "suffix", "z_confirm": round(z2, 3), "threshold": round(cal["confirm"], 3)}
         elif remeasured and math.isfinite(z1) and z1 > cal["confirm_single"]:
-            pair = a1
+            pair, how = a1, {"by": "remeasured", "z_confirm": round(z1, 3), "threshold": round(cal["confirm_single"], 3)}
         else:
             pair = None
         if pair is not None:
             ev = _evidence(yt, st, *pair, th)
-            standing = {"pair": pair, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t])}
-            look.update(state="confirmed", since=float(x[t]), **ev)
+            standing = {"pair": pair, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t]), **how}
+            look.update(state="confirmed", since=float(x[t]), **how, **ev)
         elif math.isfinite(z1) and z1 > cal["suspect"]:
-            # the laws can back a first signal that already spans two probes, never a single point
-            two = before and math.isfinite(z2) and z2 > cal["suspect"]
-            zs = support(t, st) if support is not None and two and t - start >= 5 else float("nan")
+            # the laws back a first signal only where both newest probes are low (support checks each)
+            zs = support(t, st) if support is not None and t - start >= 5 else float("nan")
             look["z_support"] = round(zs, 3) if math.isfinite(zs) else None
             if math.isfinite(zs) and zs > th.z_holdout and a2[0] is not None:
                 ev = _evidence(yt, st, *a2, th)
-                standing = {"pair": a2, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t])}
-                look.update(state="confirmed", since=float(x[t]), by="laws", **ev)
+                how = {"by": "laws", "z_confirm": round(zs, 3), "threshold": th.z_holdout}
+                standing = {"pair": a2, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t]), **how}
+                look.update(state="confirmed", since=float(x[t]), **how, **ev)
             else:
                 look.update(state="suspected", **_evidence(yt, st, *a1, th))
         else:
