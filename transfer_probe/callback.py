@@ -84,6 +84,7 @@ from transfer_probe.snapshot import (
     unwrap_model,
     write_snapshot,
 )
+from transfer_probe.text import format_tokens
 
 __all__ = ["TransferProbeCallback"]
 
@@ -876,11 +877,11 @@ def _finite(v: Any) -> bool:
 
 
 def _fmt_tokens(t: Any) -> str:
+    """Tokens in the one format every line uses (``text.format_tokens``: 1.4e5, 2e10)."""
     try:
-        t = float(t)
+        return format_tokens(float(t))
     except (TypeError, ValueError):
         return str(t)
-    return f"{t:.3g}" if t >= 1e4 else f"{int(t)}"
 
 
 def _log_values(recs: list[dict], pretrained: bool) -> dict[str, float]:

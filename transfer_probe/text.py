@@ -29,16 +29,16 @@ def long_label(metric: str | None) -> str:
 
 
 def format_tokens(x: float | None) -> str:
-    """Tokens as 1.2e9, 2e10, 3.1e4 (one format everywhere).
+    """Tokens as 1.2e9, 2e10, 3.1e4 (one format everywhere); below 10,000 as the count itself.
 
-        >>> format_tokens(1.23e9), format_tokens(2e10), format_tokens(0)
-        ('1.2e9', '2e10', '0')
+        >>> format_tokens(1.23e9), format_tokens(2e10), format_tokens(384), format_tokens(0)
+        ('1.2e9', '2e10', '384', '0')
     """
     if x is None or not math.isfinite(float(x)):
         return "inf" if x is not None and float(x) > 0 else "?"
     x = float(x)
-    if x == 0:
-        return "0"
+    if abs(x) < 1e4:  # small counts read best as they are
+        return f"{x:.0f}"
     e = int(math.floor(math.log10(abs(x))))
     m = round(x / 10 ** e, 1)
     if m >= 10:
