@@ -410,3 +410,19 @@ def test_one_crashed_probe_with_a_tiny_error_is_a_first_signal_not_a_confirmed_b
     v = diagnose(recs)
     assert v.status == "suspected" and v.recommendation == "probe again"
     assert v.history[-1]["z1"] > 20 and v.history[-1]["z2"] < 0
+
+
+def test_a_noisy_rising_start_without_a_baseline_is_not_cut_as_warmup_and_the_law_is_trusted():
+    """Without a baseline, only a start exactly at its first value is warm-up: a noisy rise is data.
+    Seeded 7-probe rising runs: the verdict trusts its law (backtest and interval) on most of them."""
+    rng = np.random.default_rng(5)
+    t = np.geomspace(1e8, 1e10, 7)
+    trusted = []
+    for _ in range(12):
+        y = law(t) + rng.normal(0, 1.0, 7)
+        recs = [{"task": "t", "finetune_size": 1, "tokens": float(a), "repeat": r,
+                 "metrics": {"bleu": float(b + rng.normal(0, 1.0))}} for a, b in zip(t, y, strict=True) for r in range(3)]
+        v = diagnose(recs, budget_tokens=3e10)
+        assert v.status == "aligned" and "warmup_probes" not in v.stats
+        trusted.append(v.fits["bleu"]["trusted"])
+    assert np.mean(trusted) >= 0.8

@@ -152,7 +152,7 @@ class Diagnosis:
         if not np.all(np.isfinite(s)):
             return 0
         level_sd = (bl[1] if math.isfinite(bl[1]) else float(np.median(s))) if bl else 0.0
-        w = warmup_end(self.y, s, bl[0] if bl else None, level_sd, self.th.z_warmup)
+        w = warmup_end(self.y, s, bl[0] if bl else None, level_sd, self.th.z_warmup, self.res)
         if w:
             self.reasons.append(f"the first {w} probe{'s' if w > 1 else ''} (up to {tok(self.x[w - 1])} tokens) sit at the "
                                 f"{'no-pretraining' if bl else 'starting'} level: warm-up, left out of the law fits")

@@ -210,15 +210,15 @@ def change_z(v: np.ndarray, s: np.ndarray, peak: tuple[int, int], suffix: tuple[
     return (mp - ma) / math.sqrt(1.0 / np.sum(wp) + 1.0 / np.sum(wa))
 
 
-def warmup_end(y: np.ndarray, s: np.ndarray, level: float | None, level_sd: float, z: float) -> int | None:
+def warmup_end(y: np.ndarray, s: np.ndarray, level: float | None, level_sd: float, z: float,
+               resolution: float = 0.0) -> int | None:
     """Index of the first probe above the start ``level`` by more than ``z`` noise SDs (learning has
-    started there); None when no probe is. Without a baseline level, the first probes are the start
-    level, and only a flat start of two or more probes counts as warm-up."""
+    started there); None when no probe is. Without a baseline level there is no telling a noisy rise
+    from chance, so only a start that sits exactly at its first value (within the metric's resolution:
+    exact zeros, a constant chance score) counts as warm-up."""
     if level is None:
-        if len(y) < 3:
-            return 0
         flat = 1
-        while flat < len(y) and abs(y[flat] - y[0]) <= z * math.hypot(s[flat], s[0]):
+        while flat < len(y) and abs(y[flat] - y[0]) <= 2.0 * resolution:
             flat += 1
         return 0 if flat < 2 else (flat if flat < len(y) else None)
     above = (y - level) > z * np.sqrt(s ** 2 + level_sd ** 2)
