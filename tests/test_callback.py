@@ -244,6 +244,11 @@ def test_law_break_verdict_warns_is_recorded_and_stop_on_stops_training(tiny_gpt
     new = [r for r in recs if r["kind"] == "probe" and r["step"] in (2, 4)]
     assert [r["tokens"] for r in new] == [2e10, 4e10]
     assert any(h.get("transfer_probe/en-fr/df=32/verdict/warning") == 1.0 for h in trainer.state.log_history)
+    # status and recommendation as codes trackers can plot: suspected (2) / probe again (3), then
+    # law_break (4) / stop (1)
+    codes = [(h["transfer_probe/en-fr/df=32/verdict/status"], h["transfer_probe/en-fr/df=32/verdict/recommendation"])
+             for h in trainer.state.log_history if "transfer_probe/en-fr/df=32/verdict/status" in h]
+    assert codes == [(2.0, 3.0), (4.0, 1.0)]
 
 
 def test_attach_gives_the_trainer_explicitly(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path):

@@ -625,10 +625,10 @@ class TransferProbeCallback(TrainerCallback):
             except Exception as exc:
                 logger.warning("transfer_probe | reporting the verdict for %s D_f=%s failed: %s", task, df, exc)
                 continue
-            # Only a verdict that recommends stopping stops a run: a first signal ("suspected", "probe
-            # again") or a no_transfer that waits for the score to follow CE never does.
             if getattr(verdict, "status", None) == "suspected":
                 self._extra_probe(task, df, tokens)
+            # Only a verdict that recommends stopping stops a run: a first signal ("suspected", "probe
+            # again") or a no_transfer that waits for the score to follow CE never does.
             if self.stop_on and getattr(verdict, "recommendation", None) == "stop" and (
                     getattr(verdict, "status", None) in self.stop_on or "stop" in self.stop_on):
                 logger.warning("transfer_probe | stopping pre-training: verdict %r for %s D_f=%s matches stop_on=%s",
@@ -903,6 +903,13 @@ def _verdict_values(task: str, df: Any, verdict: Any) -> dict[str, float]:
     out: dict[str, float] = {}
     if getattr(verdict, "status", None) is not None:
         out[f"{prefix}/warning"] = 1.0 if getattr(verdict, "is_warning", False) else 0.0
+        # Trackers plot numbers: the status and the recommendation as codes (legend in the README).
+        from transfer_probe.diagnose import RECOMMENDATIONS, STATUSES
+
+        if verdict.status in STATUSES:
+            out[f"{prefix}/status"] = float(STATUSES.index(verdict.status))
+        if getattr(verdict, "recommendation", None) in RECOMMENDATIONS:
+            out[f"{prefix}/recommendation"] = float(RECOMMENDATIONS.index(verdict.recommendation))
     pred = getattr(verdict, "prediction", None)
     if isinstance(pred, dict):
         for k in ("mean", "value", "low", "high"):
