@@ -137,11 +137,14 @@ def test_a_decline_is_first_suspected_then_confirmed_then_stands_until_a_new_bes
     y2 = np.concatenate([y, [y[5] - 2.5, y[5] - 2.0]])
     still = diagnose(records(y2, ce_law(t), tokens=t))
     assert still.status == "misaligned" and [h["state"] for h in still.history][-3:] == ["confirmed"] * 3
-    # a new best beyond noise above the old level lifts it
-    y3 = np.concatenate([y, [y[5] + 3.0]])
+    # a new best beyond noise above the old level lifts it: 0.5 BLEU above it is 2 SDs, past
+    # z_reverse=1.645 but not past 3
+    y3 = np.concatenate([y, [y[5] + 0.5]])
     lifted = diagnose(records(y3, ce_law(t[:9]), tokens=t[:9]))
     assert lifted.history[-1]["state"] == "reversed" and lifted.status not in ("law_break", "suspected")
     assert any("is lifted" in r for r in lifted.reasons)
+    kept = diagnose(records(y3, ce_law(t[:9]), tokens=t[:9]), thresholds=with_thresholds(z_reverse=3.0))
+    assert kept.status == "misaligned" and kept.history[-1]["state"] == "confirmed"
 
 
 def test_decline_without_cross_entropy_is_law_break():
@@ -379,19 +382,18 @@ def test_real_olmo_ladder_curves():
 
 
 def test_the_laws_back_a_two_probe_first_signal_into_a_confirmed_break():
-    """A fall of 2.3 BLEU (3.8 noise SDs of a point) over the newest two probes of a rising run,
-    suspected at both looks: the model-free test alone does not confirm it (z below the confirm
-    threshold); both laws fitted to the earlier probes put those probes far below their predictions,
-    which confirms it. Switching the laws' support off (z_holdout huge) leaves it suspected: the
-    threshold bites."""
+    """A fall of 2 BLEU (3.3 noise SDs of a point) over the newest two probes of a noisy rising run:
+    the model-free test alone does not confirm it (z below the confirm threshold); both laws fitted to
+    the earlier probes put those probes 5.3 SDs below their predictions, which confirms it at the
+    default z_holdout=3 and not at 6: the threshold bites."""
     t = np.geomspace(1e8, 1e10, 10)
-    y = 10 + 3.0 * np.log(t / 1e8)
-    y[8:] = y[7] - 2.3
+    y = 10 + 3.0 * np.log(t / 1e8) + np.random.default_rng(5).normal(0, 0.6, 10)
+    y[8:] = y[7] - 2.0
     recs = records(y, ce_law(t), tokens=t, spread=math.sqrt(3) * 0.6)
     v = diagnose(recs)
-    assert v.status == "misaligned" and [h["state"] for h in v.history][-2:] == ["suspected", "confirmed"]
-    assert v.history[-1]["z2"] < v.stats["thresholds"]["confirm"]
-    assert diagnose(recs, thresholds=with_thresholds(z_holdout=50)).status == "suspected"
+    assert v.status == "misaligned" and v.stats["break"]["by"] == "laws"
+    assert v.history[-1]["z2"] < v.stats["thresholds"]["confirm"] and 3.0 < v.stats["break"]["z_confirm"] < 6.0
+    assert diagnose(recs, thresholds=with_thresholds(z_holdout=6.0)).status == "suspected"
     # on a flat, noisy stretch the laws are not asked (they would extrapolate a rise that never was)
     from transfer_probe.diagnose.fits import law_support
     flat = np.zeros(10)
@@ -426,3 +428,44 @@ def test_a_noisy_rising_start_without_a_baseline_is_not_cut_as_warmup_and_the_la
         assert v.status == "aligned" and "warmup_probes" not in v.stats
         trusted.append(v.fits["bleu"]["trusted"])
     assert np.mean(trusted) >= 0.8
+
+
+def test_z_ce_decides_misaligned_against_law_break_on_either_side_of_it():
+    """The same confirmed fall of BLEU; CE over the same probes improves by 0.04 nats (about 1.8 SDs):
+    misaligned at the default z_ce=1.645, law_break with z_ce=2.5; by 0.02 nats (about 1.1 SDs):
+    law_break ("stalled too") at the default."""
+    ce = ce_law(D).copy()
+    ce[6:] = ce[5] - 0.04
+    v = diagnose(records(fell(), ce))
+    assert v.status == "misaligned" and 1.645 < v.stats["contrast"]["z_ce"] < 2.5
+    assert diagnose(records(fell(), ce), thresholds=with_thresholds(z_ce=2.5)).status == "law_break"
+    ce[6:] = ce[5] - 0.02
+    v = diagnose(records(fell(), ce))
+    assert v.status == "law_break" and any("stalled too" in r for r in v.reasons)
+
+
+def test_z_transfer_decides_no_transfer_on_either_side_of_it():
+    """Probes 0.3 BLEU above a baseline of 5 (about 1.4 SE): no_transfer at the default z_transfer=1.645;
+    with z_transfer=1.2 they count as transfer (the score is above the baseline, learning has barely
+    started: insufficient_data with that reason)."""
+    recs = records(np.full(len(D), 5.3), np.full(len(D), 3.0), baseline=5.0)
+    v = diagnose(recs)
+    assert v.status == "no_transfer" and v.recommendation == "stop" and 1.2 < v.stats["z_transfer"] < 1.645
+    w = diagnose(recs, thresholds=with_thresholds(z_transfer=1.2))
+    assert w.status == "insufficient_data" and any("barely started" in r for r in w.reasons)
+    # 0.5 BLEU above (about 2.4 SE): transfer at the default, no transfer with z_transfer=3
+    recs = records(np.full(len(D), 5.5), np.full(len(D), 3.0), baseline=5.0)
+    assert diagnose(recs).status != "no_transfer"
+    assert diagnose(recs, thresholds=with_thresholds(z_transfer=3.0)).status == "no_transfer"
+
+
+def test_no_point_is_infinitely_precise():
+    """Errors are floored at the metric's resolution and at a quarter of the run's median error: a
+    BLEU of exactly 0 has a bootstrap error of 0, not its true noise."""
+    from transfer_probe.diagnose.noise import floor_errors, resolution
+
+    assert floor_errors(np.array([0.0, 0.4, 0.5, np.nan]), 0.05) == pytest.approx([0.1125, 0.4, 0.5, np.nan],
+                                                                                 nan_ok=True)
+    assert floor_errors(np.array([0.0, 0.0]), 0.05).tolist() == [0.05, 0.05]
+    assert resolution(np.zeros(3), metric="bleu") == 0.05 and resolution(np.array([0.2, 0.4])) == 5e-4
+    assert resolution(np.array([2.0, 30.0])) == 0.05 and resolution(np.array([1.0]), loss=True) == 1e-4

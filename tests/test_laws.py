@@ -206,10 +206,10 @@ def test_report_and_to_dict():
 
 
 def test_intervals_are_calibrated_on_synthetic_power_curves():
-    # a small version of the benchmark's 500-curve check: 90% intervals at 2x beyond the last point
+    # a smaller version of the benchmark's 500-curve check: 90% intervals at 2x beyond the last point
     rng = np.random.default_rng(7)
     hits = []
-    for _ in range(80):
+    for _ in range(300):
         x = np.geomspace(1e6, 1e6 * 10 ** rng.uniform(1, 3), int(rng.integers(8, 16)))
         E, alpha = rng.uniform(0.5, 3), rng.uniform(0.1, 0.6)
         A = rng.uniform(0.3, 3) * E * 1e6**alpha
@@ -222,8 +222,9 @@ def test_intervals_are_calibrated_on_synthetic_power_curves():
         ye = (E + A * xe**-alpha) * math.exp(noise * rng.standard_normal())
         _, lo, hi = fit.predict(xe)
         hits.append(lo <= ye <= hi)
-    assert len(hits) >= 60
-    assert 0.8 <= np.mean(hits) <= 0.99
+    # 300 curves: the binomial sd of the coverage is 0.017, so intervals scaled x0.8 or x1.25 fall out
+    assert len(hits) >= 280
+    assert 0.85 <= np.mean(hits) <= 0.95
 
 
 # ---------------------------------------------------------------------------- Chinchilla

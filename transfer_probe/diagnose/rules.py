@@ -93,7 +93,9 @@ class Diagnosis:
         if w is None:  # never rose above the start level
             if self.baseline() is not None:
                 self.sigma_all = self.s if self.known else np.full(n, self.noise_unknown(self.y))
-                return self.no_transfer() or self.verdict("insufficient_data", "wait", more_probes_needed=1)
+                return self.no_transfer() or self.insufficient(
+                    1, f"{self.L} is above the no-pretraining baseline, but no probe is yet {self.th.z_warmup:g} SDs "
+                       f"above it: learning has barely started (warm-up); no law can be fitted yet")
             return self.insufficient(1, f"{self.L} has not risen above its first probes beyond noise over {n} probes "
                                         f"(warm-up, or no transfer); no law can be fitted yet")
         self.w = w
@@ -131,7 +133,8 @@ class Diagnosis:
                        support=F.law_support(x, y, th.z_warmup))
         self.history = [{"tokens": lk["tokens"], "state": lk["state"], "z1": lk["z1"], "z2": lk["z2"]} for lk in looks]
         now = looks[-1]
-        self.stats["break"] = {k: now.get(k) for k in ("state", "z1", "z2", "z", "level", "now", "since", "z_reverse")}
+        self.stats["break"] = {k: now.get(k) for k in ("state", "z1", "z2", "z", "level", "now", "since", "z_reverse",
+                                                       "by", "z_confirm", "z_support")}
         self.stats["thresholds"] = {k: round(v, 3) for k, v in now["thresholds"].items()}
         if now["state"] in ("confirmed", "suspected"):
             return self.broken(now, x, y)
