@@ -530,3 +530,55 @@ def test_a_first_signal_schedules_one_extra_probe_before_the_next_scheduled_one(
     _run_with_fixed_verdict(verdict, monkeypatch, tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path / "off")
     off = [r for r in read_history(tmp_path / "off" / "transfer_probe" / "history.jsonl") if r["kind"] == "probe"]
     assert [r["step"] for r in off] == [2, 4]
+
+
+def test_an_out_of_memory_probe_is_recorded_as_failed_and_training_and_probing_go_on(
+        tiny_gpt2_config, tiny_tokenizer, train_data, task, tmp_path, caplog, monkeypatch):
+    """The probe at step 2 runs out of memory in the middle of its nested Trainer's first step (as a
+    CUDA OOM does); the probes at steps 4 and 6 run normally and the outer run is the one it would have
+    been without probes.
+
+    Checked to fail when InlineExecutor.submit catches only (ValueError, FinetuneDiverged) (the OOM ends
+    training), when isolated_state restores the process state only on success (``finally`` -> ``else``:
+    the probe's thread count stays and the outer run's weights differ; each assertion fails on its own),
+    and when failed_record drops the exception type from ``error``."""
+    from transformers import Trainer
+
+    real_step = Trainer.training_step
+    raised = []
+
+    def step_or_oom(self, *args, **kwargs):
+        # only the probes' nested Trainers write to transfer_probe_ft_* temp dirs; only the first one fails
+        if "transfer_probe_ft_" in str(self.args.output_dir) and not raised:
+            raised.append(self.state.global_step)
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
+        return real_step(self, *args, **kwargs)
+
+    plain = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "a", max_steps=6)
+    plain.train()
+    monkeypatch.setattr(Trainer, "training_step", step_or_oom)
+    threads = torch.get_num_threads()
+    probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(max_steps=2),
+                                  seq_len=SEQ_LEN, baseline=False)
+    probed = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "b", max_steps=6,
+                          callbacks=[probe])
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        probed.train()
+    assert raised == [0]  # the OOM came from inside the first probe's fine-tune
+    assert probed.state.global_step == 6
+    recs = _probe_records(tmp_path / "b" / "transfer_probe" / "history.jsonl")
+    assert [(r["step"], r["status"]) for r in recs] == [(2, "failed"), (4, "ok"), (6, "ok")]
+    failed = recs[0]
+    assert failed["error_type"] == "OutOfMemoryError" and failed["metrics"] == {}
+    assert failed["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB (test)"
+    assert failed["tokens"] == 2 * TOKENS_PER_STEP and failed["pretrained"] is True
+    for r in recs[1:]:  # later probe points fine-tune and measure as usual
+        assert r["finetune"]["steps"] == 2 and r["finetune"]["train_loss"] > 0 and r["error"] is None, r
+        assert r["metrics"]["cross_entropy"] > 0 and "bleu" in r["metrics"] and "chrf" in r["metrics"]
+    warned = [m for m in caplog.messages if "probe failed" in m and "training continues" in m]
+    assert len(warned) == 1 and "OutOfMemoryError" in warned[0]
+    assert any("transfer_probe/en-fr/df=32/failed" in h for h in probed.state.log_history)
+    # the failed nested Trainer left nothing behind: same thread count, same outer run as without probes
+    assert torch.get_num_threads() == threads
+    a, b = plain.model.state_dict(), probed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a), "the failed probe changed the outer run's weights"

@@ -151,3 +151,130 @@ def test_console_script_demo_quick_out(tmp_path):
     for corpus in QUICK_SETTINGS.corpora:
         assert (tmp_path / "demo" / corpus / "transfer_probe" / "history.jsonl").is_file(), corpus
         assert corpus in out.stdout
+
+
+def _chinchilla_table(path, seed=0):
+    """A 6 x 6 grid of runs (N over 3 decades, D over 3 decades) on L = E + A/N^alpha + B/D^beta with
+    0.2% multiplicative noise; alpha != beta so that swapping N and D shows."""
+    import numpy as np
+
+    truth = {"E": 1.7, "A": 400.0, "B": 1500.0, "alpha": 0.34, "beta": 0.28}
+    rng = np.random.default_rng(seed)
+    n, d = (g.ravel() for g in np.meshgrid(np.geomspace(1e7, 1e10, 6), np.geomspace(1e9, 1e12, 6)))
+    loss = (truth["E"] + truth["A"] / n ** truth["alpha"] + truth["B"] / d ** truth["beta"]) * np.exp(
+        rng.normal(0, 0.002, n.size))
+    path.write_text("params,tokens,loss\n" + "".join(f"{a:.6g},{b:.6g},{c:.6f}\n" for a, b, c in zip(n, d, loss, strict=True)))
+    return truth
+
+
+def test_fit_law_chinchilla_on_a_table_recovers_the_parameters(tmp_path):
+    """``fit --law chinchilla`` on a CSV of runs (column ``params`` beside the ``--x`` token column).
+
+    Checked to fail when fit_rows pairs the columns the wrong way round (``x = (x, "params")``: N and
+    D swapped, alpha/beta and A/B come back exchanged), and when ChinchillaLaw._public reports A x 1.3."""
+    truth = _chinchilla_table(tmp_path / "runs.csv")
+    out = run("fit", str(tmp_path / "runs.csv"), "--law", "chinchilla", "--x", "tokens", "--y", "loss", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert len(res) == 1 and res[0]["law"] == "chinchilla" and res[0]["task"] is None
+    fit = res[0]["fit"]
+    assert fit["ok"] is True, fit["why"]
+    assert fit["n_points"] == 36 and fit["uncertainty"] == "bootstrap"
+    assert fit["x_range"] == [[pytest.approx(1e7), pytest.approx(1e10)], [pytest.approx(1e9), pytest.approx(1e12)]]
+    p = fit["params"]
+    assert p["alpha"] == pytest.approx(truth["alpha"], abs=0.015), p
+    assert p["beta"] == pytest.approx(truth["beta"], abs=0.01), p
+    assert p["E"] == pytest.approx(truth["E"], rel=0.02), p
+    assert p["A"] == pytest.approx(truth["A"], rel=0.15), p
+    assert p["B"] == pytest.approx(truth["B"], rel=0.1), p
+    for name, se in fit["stderr"].items():  # real, small bootstrap errors
+        assert 0 < se < 0.1 * p[name], (name, se)
+
+
+TRANSFER_K, TRANSFER_ALPHA = 0.375, 0.3
+
+
+def _baseline_loss(d):
+    """A from-scratch curve linear in log D_F: the CLI reads D_E off it by linear interpolation in log D,
+    so the transferred data comes back exactly."""
+    import math
+
+    return 5.0 - 0.35 * math.log(d)
+
+
+def _transfer_records(run_id, n_params, sizes, beta, rng):
+    """One run's history: per D_F the baseline (pretrained: false), an early probe (1e7 tokens, barely
+    better than the baseline) and the last probe (1e8 tokens) whose loss is the baseline's at
+    D_E = D_F + k D_F^alpha N^beta. At the largest D_F pre-training hurt (ossified: left out of the fit)."""
+    recs = []
+
+    def rec(df, tokens, pretrained, loss, r):
+        return {"schema": 1, "kind": "probe", "run_id": run_id, "time": 0.0, "step": int(tokens // 10_000),
+                "tokens": float(tokens), "params": {"non_embedding": n_params, "total": 2 * n_params},
+                "task": "en-fr", "finetune_size": {"examples": df, "tokens": df * 12}, "pretrained": pretrained,
+                "status": "ok", "repeat": r,
+                "metrics": {"bleu": 10.0, "cross_entropy": loss + float(rng.normal(0, 2e-4))}}
+
+    for df in sizes:
+        transferred = TRANSFER_K * df ** TRANSFER_ALPHA * n_params ** beta
+        last = _baseline_loss(df) + 0.05 if df == sizes[-1] else _baseline_loss(df + transferred)
+        for r in range(2):
+            recs += [rec(df, 0, False, _baseline_loss(df), r), rec(df, 1e7, True, _baseline_loss(df) - 0.01, r),
+                     rec(df, 1e8, True, last, r)]
+    return recs
+
+
+def test_fit_law_transfer_on_a_history_with_one_model_size(tmp_path):
+    """``fit --law transfer`` on the history one run writes: baseline and pre-trained records at 7
+    fine-tuning sizes, one fit for the task over all of them; one model size, so beta is held at
+    0.38 (the data follow beta = 0.38) and k, alpha are fitted.
+
+    Checked to fail when _fit_history_transfer keeps the first probe of each D_F instead of the last
+    (``>`` -> ``<`` on the tokens), and when cmd_fit no longer pools the D_f groups for --law transfer."""
+    import numpy as np
+
+    hist = tmp_path / "history.jsonl"
+    sizes = [100, 200, 400, 800, 1600, 3200, 6400]
+    HistoryWriter(hist).extend(_transfer_records("run-a", 400_000, sizes, 0.38, np.random.default_rng(7)))
+    out = run("fit", str(hist), "--law", "transfer", "--y", "cross_entropy", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert [(e["task"], e["finetune_size"], e["law"]) for e in res] == [("en-fr", "all", "transfer")]
+    fit = res[0]["fit"]
+    assert fit["ok"] is True, fit["why"]
+    assert fit["n_points"] == 6  # 7 sizes, the ossified one left out
+    assert fit["params"]["k"] == pytest.approx(TRANSFER_K, rel=0.02), fit["params"]
+    assert fit["params"]["alpha"] == pytest.approx(TRANSFER_ALPHA, abs=0.005), fit["params"]
+    assert fit["params"]["beta"] == 0.38 and fit["stderr"]["beta"] == 0.0
+    assert any("beta is held at 0.38" in n for n in fit["notes"]), fit["notes"]
+    assert any("ossification: at D_F = 6400 " in n for n in fit["notes"]), fit["notes"]
+    extra = fit["extra"]
+    assert extra["finetune_size"] == sizes and extra["ossified"] == [False] * 6 + [True]
+    want = [TRANSFER_K * df ** TRANSFER_ALPHA * 400_000 ** 0.38 for df in sizes[:-1]]
+    assert extra["transferred"][:-1] == pytest.approx(want, rel=0.01)
+
+
+def test_fit_law_transfer_on_two_model_sizes_fits_beta(tmp_path):
+    """Two runs (N = 4e5 and 4e6) with their own baselines in one history: k, alpha and beta all fitted.
+    The runs use different D_F: _fit_history_transfer keeps one point per D_F across runs, so two
+    runs sharing a D_F lose one of them (the fit then says "a single model size").
+
+    Checked to fail when TransferLaw._public reports beta with the wrong sign, and when the baseline
+    curves are not matched to their model size (fit_curves with baseline_params ignored)."""
+    import numpy as np
+
+    hist = tmp_path / "history.jsonl"
+    rng = np.random.default_rng(11)
+    HistoryWriter(hist).extend(_transfer_records("run-a", 400_000, [100, 400, 1600, 6400], 0.5, rng)
+                               + _transfer_records("run-b", 4_000_000, [200, 800, 3200, 12800], 0.5, rng))
+    out = run("fit", str(hist), "--law", "transfer", "--y", "cross_entropy", "--json")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert [(e["task"], e["finetune_size"]) for e in res] == [("en-fr", "all")]
+    fit = res[0]["fit"]
+    assert fit["ok"] is True, fit["why"]
+    assert fit["n_points"] == 6 and not any("single model size" in n for n in fit["notes"]), fit["notes"]
+    assert fit["params"]["beta"] == pytest.approx(0.5, abs=0.01), fit["params"]
+    assert fit["params"]["alpha"] == pytest.approx(TRANSFER_ALPHA, abs=0.01), fit["params"]
+    assert fit["params"]["k"] == pytest.approx(TRANSFER_K, rel=0.1), fit["params"]
+    assert fit["extra"]["params"] == [4e5, 4e6, 4e5, 4e6, 4e5, 4e6, 4e5, 4e6]
