@@ -486,8 +486,11 @@ def test_outer_run_with_dropout_over_epochs_is_bit_identical(executor, tiny_gpt2
     data = train_data[:8]  # 2 steps per epoch: 6 steps are 3 epochs, probes at steps 2 and 4
     plain = make_trainer(_dropout_gpt2(tiny_gpt2_config), tiny_tokenizer, data, tmp_path / "a", max_steps=6)
     out_a = plain.train()
+    # The process worker may still be starting while all three points arrive: room for all of them,
+    # so none is coalesced away (the default queue of 2 would drop step 2 on a loaded machine).
+    options = {"max_pending": 8} if executor == "process" else None
     probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(max_steps=2),
-                                  seq_len=SEQ_LEN, baseline=False, executor=executor)
+                                  seq_len=SEQ_LEN, baseline=False, executor=executor, executor_options=options)
     probed = make_trainer(_dropout_gpt2(tiny_gpt2_config), tiny_tokenizer, data, tmp_path / "b", max_steps=6,
                           callbacks=[probe])
     out_b = probed.train()
