@@ -1,5 +1,6 @@
 """The transfer-probe command on small histories and tables, as a user runs it (real subprocesses)."""
 
+import csv
 import json
 import os
 import re
@@ -189,6 +190,21 @@ def test_fit_law_chinchilla_on_a_table_recovers_the_parameters(tmp_path):
     assert p["B"] == pytest.approx(truth["B"], rel=0.1), p
     for name, se in fit["stderr"].items():  # real, small bootstrap errors
         assert 0 < se < 0.1 * p[name], (name, se)
+
+
+def test_fit_law_chinchilla_with_both_columns_named_as_the_help_shows(tmp_path):
+    """``fit --help`` shows ``--law chinchilla --x N,D``: both columns named, in the order (N, D).
+    Failed before: "the chinchilla law takes two x columns" (only a column called params was found)."""
+    truth = _chinchilla_table(tmp_path / "runs.csv")
+    rows = list(csv.DictReader(open(tmp_path / "runs.csv", newline="")))
+    with open(tmp_path / "nd.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["N", "D", "loss"])
+        w.writerows([[r["params"], r["tokens"], r["loss"]] for r in rows])
+    out = run("fit", str(tmp_path / "nd.csv"), "--law", "chinchilla", "--x", "N,D", "--y", "loss", "--json")
+    assert out.returncode == 0, out.stderr
+    p = json.loads(out.stdout)[0]["fit"]["params"]
+    assert p["alpha"] == pytest.approx(truth["alpha"], abs=0.015) and p["beta"] == pytest.approx(truth["beta"], abs=0.01)
 
 
 TRANSFER_K, TRANSFER_ALPHA = 0.375, 0.3

@@ -1551,6 +1551,8 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
         return _fit_history(rows, x, y, law, law_cls, task=task, finetune_size=finetune_size, weights=weights,
                             at_tokens=at_tokens, **options)
     available = sorted({k for r in rows for k in r})
+    if isinstance(x, str) and "," in x:  # the CLI's --x N,D names both columns
+        x = tuple(part.strip() for part in x.split(","))
     if getattr(law_cls, "ndim", 1) == 2 and isinstance(x, str):
         if law_cls is ChinchillaLaw and "params" in available and x != "params":
             x = ("params", x)  # the CLI's --x names the token column; the size column is "params"
