@@ -856,6 +856,15 @@ class _TokenLaw(_Law):
     def _prepare(self, X, y):
         return {"log_x0": float(np.log(np.min(X)))}
 
+    @staticmethod
+    def _split(theta, X, ref):
+        """The parameters as columns (one row of theta, or k rows at once) and u = log(D / D0)."""
+        theta = np.asarray(theta, dtype=float)
+        u = np.log(X) - ref["log_x0"]
+        if theta.ndim == 2:
+            return [theta[:, i:i + 1] for i in range(theta.shape[1])], u[None, :]
+        return list(theta), u
+
 
 class LogLaw(_TokenLaw):
     """BLEU-type score against pre-training tokens: ``f(D) = (log(A * D**alpha))**beta`` (Isik et al. 2024).
@@ -896,13 +905,7 @@ class LogLaw(_TokenLaw):
     noise_model = "additive"
 
     def _logf(self, theta, X, ref):
-        theta = np.asarray(theta, dtype=float)
-        u = np.log(X) - ref["log_x0"]
-        if theta.ndim == 2:
-            lg, h, beta = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
-            u = u[None, :]
-        else:
-            lg, h, beta = theta
+        (lg, h, beta), u = self._split(theta, X, ref)
         # below the law's zero (1 + h u <= 0, only before D0) the score is 0: a very negative log, not NaN
         return lg + beta * np.log(np.maximum(1.0 + h * u, 1e-300))
 
@@ -987,12 +990,8 @@ class PowerLaw(_TokenLaw):
     bound_ok = (("E", "min"),)
 
     def _logf(self, theta, X, ref):
-        theta = np.asarray(theta, dtype=float)
-        u = np.log(X) - ref["log_x0"]
-        if theta.ndim == 2:
-            E, a, al = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
-            return np.log(E + np.exp(a - al * u[None, :]))
-        return np.log(theta[0] + np.exp(theta[1] - theta[2] * u))
+        (E, a, al), u = self._split(theta, X, ref)
+        return np.log(E + np.exp(a - al * u))
 
     def _grad(self, theta, X, ref):
         u = np.log(X) - ref["log_x0"]
@@ -1070,13 +1069,7 @@ class SaturatingLaw(_TokenLaw):
     noise_model = "additive"
 
     def _logf(self, theta, X, ref):
-        theta = np.asarray(theta, dtype=float)
-        u = np.log(X) - ref["log_x0"]
-        if theta.ndim == 2:
-            lc, r, al = theta[:, 0:1], theta[:, 1:2], theta[:, 2:3]
-            u = u[None, :]
-        else:
-            lc, r, al = theta
+        (lc, r, al), u = self._split(theta, X, ref)
         return lc + np.log(np.maximum(1.0 - r * np.exp(-al * u), 1e-300))
 
     def _grad(self, theta, X, ref):
