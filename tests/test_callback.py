@@ -585,3 +585,23 @@ def test_an_out_of_memory_probe_is_recorded_as_failed_and_training_and_probing_g
     assert torch.get_num_threads() == threads
     a, b = plain.model.state_dict(), probed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "the failed probe changed the outer run's weights"
+
+
+def test_a_schedule_too_small_for_a_verdict_is_said_at_train_begin(tiny_gpt2, tiny_tokenizer, train_data, task,
+                                                                  tmp_path, caplog):
+    """Two probe points up to max_steps, a verdict needs five: the user hears it before step 1. A
+    schedule of every half step probes once per step: 3 points in 3 steps, also too few."""
+    probe = TransferProbeCallback([task], token_points=[2 * TOKENS_PER_STEP, 4 * TOKENS_PER_STEP],
+                                  finetune=quick_finetune(max_steps=1), seq_len=SEQ_LEN, baseline=False)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path, max_steps=4, callbacks=[probe])
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer.train()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "scheduled" in r.getMessage()]
+    assert len(warned) == 1 and "only 2 probe points scheduled" in warned[0] and "needs at least 5" in warned[0]
+    probe_ok = TransferProbeCallback([task], every_tokens=TOKENS_PER_STEP // 2, finetune=quick_finetune(max_steps=1),
+                                     seq_len=SEQ_LEN, baseline=False)
+    caplog.clear()
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, train_data, tmp_path / "ok", max_steps=3, callbacks=[probe_ok])
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer.train()
+    assert any("only 3 probe points scheduled" in m for m in caplog.messages)  # one probe per step at most

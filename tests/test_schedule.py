@@ -146,3 +146,21 @@ def test_extra_points_fire_once_report_their_reason_and_survive_a_resume():
     resumed = ProbeSchedule.from_state_dict(s.state_dict())
     assert resumed.extra_points == [170] and resumed.due(175).reasons == ("extra",)
     assert s.add_point(50) == 161  # a passed point fires at the next step (last seen: 160)
+
+
+def test_count_between_counts_the_points_a_run_will_reach():
+    s = ProbeSchedule(every_tokens=100, token_points=[150, 250, 1000])
+    assert s.count_between(0, 400) == 4 + 2  # 100, 200, 300, 400 and 150, 250
+    assert s.count_between(250, 400) == 2  # 300, 400; the points at or below 250 are passed
+    assert ProbeSchedule(on_save=True).count_between(0, 400) is None
+
+
+def test_probe_steps_counts_one_probe_per_step():
+    from transfer_probe.callback import _probe_steps
+
+    assert _probe_steps(ProbeSchedule(every_tokens=50), 0, 10, 100) == 10  # two multiples per step: one probe
+    assert _probe_steps(ProbeSchedule(every_tokens=250), 0, 10, 100) == 4  # 250, 500, 750, 1000
+    # token points on steps without a multiple add probes; on a step with one they do not
+    assert _probe_steps(ProbeSchedule(every_tokens=250, token_points=[120, 300, 950]), 0, 10, 100) == 4 + 1
+    assert _probe_steps(ProbeSchedule(token_points=[120, 150, 950, 5000]), 0, 10, 100) == 2
+    assert _probe_steps(ProbeSchedule(on_save=True), 0, 10, 100) is None

@@ -324,6 +324,7 @@ class TransferProbeCallback(TrainerCallback):
         logger.info("transfer_probe | run %s: probing %s (%s executor); history %s", self.run_id,
                     self.schedule.describe(), getattr(self.executor, "name", self.executor_cls.__name__),
                     self.history_path)
+        self._announce_schedule_size(state, tokens)
         if self.baseline and not baseline_done:
             t = time.perf_counter()
             snap = Snapshot(tokens=0, step=0, params=_params_of(inner), config=self._model_config,
@@ -331,6 +332,31 @@ class TransferProbeCallback(TrainerCallback):
             self.executor.submit(self._jobs(snap, {"reasons": ["baseline"]}))
             self.blocked_seconds += time.perf_counter() - t
             self._collect(state, control)
+
+    def _announce_schedule_size(self, state, tokens: int) -> None:
+        """Say at the start when the schedule cannot reach a verdict before the end of training."""
+        per_step = self.counter.tokens_per_step if self.counter.method != "trainer" else None
+        max_steps = int(getattr(state, "max_steps", 0) or 0)
+        if self.schedule.every_tokens is not None and not per_step:
+            return  # tokens per step unknown until training runs: nothing exact to say
+        end = max_steps * per_step if per_step and max_steps > 0 else max(self.schedule.token_points or (0,))
+        if per_step and max_steps > 0:
+            n = _probe_steps(self.schedule, int(tokens) // per_step, max_steps, per_step)
+        else:  # tokens per step unknown: the points themselves (several crossed in one step probe once)
+            n = self.schedule.count_between(int(tokens), int(end))
+        if n is None:
+            return
+        from transfer_probe.diagnose import DEFAULT_THRESHOLDS
+
+        need = (self.thresholds or DEFAULT_THRESHOLDS).min_points
+        if n < need:
+            logger.warning("transfer_probe | only %d probe point%s scheduled up to %s tokens; a verdict needs at least "
+                           "%d after the warm-up: every verdict will read insufficient_data. Add points "
+                           "(token_points=log_points(...), a smaller every_tokens)", n, "" if n == 1 else "s",
+                           _fmt_tokens(end), need)
+        else:
+            logger.info("transfer_probe | %d probe points scheduled up to %s tokens; a verdict needs at least %d "
+                        "after the warm-up", n, _fmt_tokens(end), need)
 
     def _resume_from_history(self, state, tokens: int) -> bool:
         """Continue a run found in the history when resuming; returns whether its baseline exists."""
@@ -874,6 +900,24 @@ def _finite(v: Any) -> bool:
         return v is not None and not isinstance(v, bool) and math.isfinite(float(v))
     except (TypeError, ValueError):
         return False
+
+
+def _probe_steps(schedule: ProbeSchedule, start_step: int, end_step: int, per_step: int) -> int | None:
+    """How many steps in (start_step, end_step] will probe (several points crossed by one step probe
+    once); None when it depends on the run (on_save)."""
+    if schedule.on_save:
+        return None
+    steps: set[int] = {-(-int(p) // per_step) for p in schedule.token_points}
+    steps = {k for k in steps if start_step < k <= end_step}
+    e = schedule.every_tokens
+    if e is None:
+        return len(steps)
+    if e <= per_step:  # every step crosses a multiple
+        return end_step - start_step
+    first, last = start_step * per_step // e + 1, end_step * per_step // e
+    hosts = max(0, last - first + 1)  # each multiple lands on its own step when e > per_step
+    extra = sum(1 for k in steps if (k * per_step) // e == ((k - 1) * per_step) // e)
+    return hosts + extra
 
 
 def _fmt_tokens(t: Any) -> str:

@@ -169,6 +169,16 @@ class ProbeSchedule:
             return None
         return ProbePoint(tokens=tokens, reasons=tuple(reasons), covered=tuple(sorted(set(covered))))
 
+    def count_between(self, start: int, end: int) -> int | None:
+        """How many probe points fall in (start, end] tokens; None when it depends on the run
+        (``on_save``)."""
+        if self.on_save:
+            return None
+        n = len([p for p in self.token_points if start < p <= end])
+        if self.every_tokens is not None:
+            n += max(0, end // self.every_tokens - start // self.every_tokens)
+        return n
+
     def next_point(self, tokens: int) -> int | None:
         """The next scheduled token count after ``tokens`` (every_tokens, token_points or an extra
         point), or None when the schedule has none (on_save only, or past the last point)."""
