@@ -605,3 +605,55 @@ def test_a_schedule_too_small_for_a_verdict_is_said_at_train_begin(tiny_gpt2, ti
     with caplog.at_level(logging.INFO, logger="transfer_probe"):
         trainer.train()
     assert any("only 3 probe points scheduled" in m for m in caplog.messages)  # one probe per step at most
+
+
+PLAIN_SCRIPT = '''
+import os, sys
+import torch
+from transformers import (GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, Trainer, TrainingArguments,
+                          default_data_collator)
+sys.path.insert(0, os.environ["TP_TESTS_DIR"])
+from _probe_training import SEQ_LEN, lm_examples, quick_finetune
+from transfer_probe import TransferProbeCallback
+from transfer_probe.tasks import TranslationTask
+
+torch.set_num_threads(1)
+tok_dir, data_dir, out_dir = sys.argv[1:4]
+tok = PreTrainedTokenizerFast.from_pretrained(tok_dir)
+task = TranslationTask.from_files(os.path.join(data_dir, "train.jsonl"), os.path.join(data_dir, "test.jsonl"),
+                                  source="en", target="fr", finetune_sizes=[32], max_test_examples=16)
+torch.manual_seed(0)
+model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=64, n_layer=2, n_head=4,
+                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+probe = TransferProbeCallback([task], every_tokens=2 * 4 * SEQ_LEN, finetune=quick_finetune(max_steps=1),
+                              seq_len=SEQ_LEN, baseline=False)
+args = TrainingArguments(output_dir=out_dir, max_steps=2, per_device_train_batch_size=4, use_cpu=True,
+                         report_to=[], save_strategy="no", logging_steps=1000, remove_unused_columns=False, seed=0)
+Trainer(model=model, args=args, train_dataset=lm_examples(tok, list(task.train_pairs)), processing_class=tok,
+        data_collator=default_data_collator, callbacks=[probe]).train()
+'''
+
+
+def test_a_plain_script_that_configures_no_logging_still_shows_the_probe_lines(tiny_tokenizer, translation_files,
+                                                                               tmp_path):
+    """A user's script with no logging set up (as in the README): the probe line and the verdict line
+    reach stderr (before, they were INFO records that Python's last-resort handler drops)."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_SCRIPT)
+    env = {**os.environ, "TP_TESTS_DIR": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "tok"), str(translation_files.dir),
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("transfer_probe |")]
+    assert any("| run " in ln and "probing every" in ln for ln in lines), out.stderr[-2000:]
+    assert any(re.match(r"transfer_probe \| en-fr D_f=32 \| tokens 256 \| BLEU [0-9.]+ chrF ", ln) for ln in lines), "\n".join(lines)
+    assert any(re.match(r"transfer_probe \| en-fr D_f=32 \| tokens 256 \| BLEU .* \| insufficient_data: 1 point", ln)
+               for ln in lines), lines
+    assert any("only 1 probe point scheduled" in ln for ln in lines), lines

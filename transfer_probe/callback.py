@@ -63,6 +63,7 @@ import logging
 import math
 import numbers
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -89,6 +90,31 @@ from transfer_probe.text import format_tokens
 __all__ = ["TransferProbeCallback"]
 
 logger = logging.getLogger("transfer_probe")
+
+
+class _ProgressSafeHandler(logging.StreamHandler):
+    """Writes through tqdm when it is there, so a line is not glued to the Trainer's progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm.auto import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise into training
+            self.handleError(record)
+
+
+def _make_lines_visible() -> None:
+    """A plain script configures no logging, so INFO lines of the library would vanish (Python's
+    last-resort handler shows WARNING and above only). Like transformers' own library logger, give
+    ours a handler then, at INFO; leave everything alone when the program configured logging."""
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = _ProgressSafeHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
 
 STOP_ON_CHOICES = ("misaligned", "law_break", "no_transfer", "stop")
 
@@ -174,6 +200,7 @@ class TransferProbeCallback(TrainerCallback):
         sinks: Iterable[Any] | None = None,
         trainer: Any = None,
     ):
+        _make_lines_visible()
         self.tasks = _check_tasks(tasks)
         self.schedule = ProbeSchedule(every_tokens=every_tokens, token_points=token_points, on_save=on_save)
         self.counter = TokenCounter(seq_len=seq_len)
