@@ -35,7 +35,7 @@ def main() -> None:
         if y[-1] - y[0] < 3 * sig:
             continue
         recs = [{"task": "t", "finetune_size": 1, "tokens": float(d), "repeat": r,
-                 "metrics": {"bleu": float(b + rng.normal(0, sig * np.sqrt(3)))}} for d, b in zip(t, y) for r in range(3)]
+                 "metrics": {"bleu": float(b + rng.normal(0, sig * np.sqrt(3)))}} for d, b in zip(t, y, strict=True) for r in range(3)]
         v = diagnose(recs, budget_tokens=3e10)
         status[v.status] += 1
         trusted.append(bool((v.fits.get("bleu") or {}).get("trusted")))

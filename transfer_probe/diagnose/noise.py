@@ -6,8 +6,7 @@ Every function here is pure numpy on arrays of one curve (or of many simulated c
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -84,7 +83,7 @@ def _drop(k: int) -> int:
     return 1 if k <= 6 else 2
 
 
-@lru_cache(maxsize=None)
+@cache
 def _consistency(k: int) -> float:
     """E[trimmed mean of d2^2] / (6 sd^2) for k second differences of white noise (simulated once)."""
     rng = np.random.default_rng(7)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from transfer_probe.diagnose import fits as F
+from transfer_probe.diagnose.lawrules import LawRules
 from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, resolution, robust_sd
 from transfer_probe.diagnose.tests import change_z, replay, warmup_end
 from transfer_probe.diagnose.verdict import Thresholds, Verdict
@@ -32,7 +33,7 @@ from transfer_probe.text import format_tokens as tok
 from transfer_probe.text import label, long_label
 
 
-class Diagnosis:
+class Diagnosis(LawRules):
     """One run of the rules; an object so each step can read the shared arrays."""
 
     def __init__(self, pre, base, task, df, run_id, metric, ce, budget, target, th: Thresholds):
@@ -113,6 +114,22 @@ class Diagnosis:
                            f"{10 ** th.min_span_decades:.2g}x ({th.min_span_decades:g} decades)")
             return self.insufficient(more, "; ".join(why))
         # 2) noise
+        if not self.noise(y):
+            return self.insufficient(1, f"no errors were recorded and {m} points cannot estimate the noise")
+        # 3) break, sequential
+        now = self.break_state(x, y)
+        if now["state"] in ("confirmed", "suspected"):
+            return self.broken(now, x, y)
+        # 4) transfer
+        nt = self.no_transfer()
+        if nt is not None:
+            return nt
+        # 5-6) laws
+        return self.laws(x, y)
+
+    def noise(self, y: np.ndarray) -> bool:
+        """``self.sigma`` for the points after the warm-up; False when it cannot be estimated."""
+        w, m = self.w, len(y)
         if self.known:
             scale = float(excess_scatter(y, self.s[w:]))
             self.sigma = self.s[w:] * scale
@@ -122,32 +139,29 @@ class Diagnosis:
         else:
             sd = self.noise_unknown(y)
             if not math.isfinite(sd):
-                return self.insufficient(1, f"no errors were recorded and {m} points cannot estimate the noise")
+                return False
             self.sigma = np.full(m, sd)
             self.reasons.append(f"no errors recorded: noise estimated from the scatter of successive probes "
                                 f"({sd:.3g} {self.L}; a trend or a break does not inflate it)")
         self.sigma_all = np.concatenate([self.s[:w] if self.known else np.full(w, self.sigma[0]), self.sigma])
         self.stats["noise"] = float(np.median(self.sigma))
-        # 3) break, sequential
-        looks = replay(x, y, self.sigma if self.known else None, self.n_rep[w:], self.res, th,
+        return True
+
+    def break_state(self, x: np.ndarray, y: np.ndarray) -> dict:
+        """The sequential break test replayed over every look; the newest look's state."""
+        th = self.th
+        looks = replay(x, y, self.sigma if self.known else None, self.n_rep[self.w:], self.res, th,
                        support=F.law_support(x, y, th.z_warmup))
         self.history = [{"tokens": lk["tokens"], "state": lk["state"], "z1": lk["z1"], "z2": lk["z2"]} for lk in looks]
         now = looks[-1]
         self.stats["break"] = {k: now.get(k) for k in ("state", "z1", "z2", "z", "level", "now", "since", "z_reverse",
                                                        "by", "z_confirm", "z_support")}
         self.stats["thresholds"] = {k: round(v, 3) for k, v in now["thresholds"].items()}
-        if now["state"] in ("confirmed", "suspected"):
-            return self.broken(now, x, y)
         if now["state"] == "reversed":
             was = now["was"]
             self.reasons.append(f"the break standing since {tok(was['since'])} tokens is lifted: the newest probe "
                                 f"({y[-1]:.3g}) is a new best beyond noise above {was['level']:.3g}")
-        # 4) transfer
-        nt = self.no_transfer()
-        if nt is not None:
-            return nt
-        # 5-6) laws
-        return self.laws(x, y)
+        return now
 
     def warmup(self) -> int | None:
         bl = self.baseline()
@@ -212,18 +226,24 @@ class Diagnosis:
         self.reasons.append(txt)
         return self.verdict("law_break", "stop", break_tokens=self.break_tokens)
 
+    def ce_noise(self) -> np.ndarray:
+        """Cross-entropy errors per point: recorded (pooled, floored), else the robust scatter of the
+        curve (NaN when it cannot be estimated)."""
+        if np.all(np.isfinite(self.cs)):
+            return self.cs
+        fin = self.c[np.isfinite(self.c)]
+        sd = float(robust_sd(fin)) if len(fin) >= 5 else math.nan
+        return np.full(len(self.c), max(sd, 1e-4) if math.isfinite(sd) else np.nan)
+
     def ce_contrast(self, peak: tuple[int, int], suffix: tuple[int, int]) -> tuple[bool, str]:
         """Did cross-entropy improve beyond its noise over the probes where the score fell?"""
         if not self.ce:
             return False, "no cross-entropy recorded to tell a misaligned run from a broken probe"
         w = self.w
-        c, cs = self.c[w:], self.cs[w:]
+        c, cs = self.c[w:], self.ce_noise()[w:]
         if not np.all(np.isfinite(c[peak[0]:])):
             return False, "cross-entropy not recorded at these probes: not checkable"
-        if not np.all(np.isfinite(cs)):
-            sd = float(robust_sd(c[np.isfinite(c)]))
-            cs = np.full(len(c), max(sd, 1e-4) if math.isfinite(sd) else np.nan)
-        else:
+        if np.all(np.isfinite(self.cs)):
             cs = cs * float(excess_scatter(c, cs))
         z = change_z(c, cs, peak, suffix)
         c0 = float(np.mean(c[peak[0]:peak[1] + 1]))
@@ -300,129 +320,12 @@ class Diagnosis:
         if not self.ce:
             return None
         vals = [v for p in self.base_pts for v in (p["values"].get(self.ce) or [])]
-        c = self.c[-k:]
+        c, cs = self.c[-k:], self.ce_noise()[-k:]
         if not vals or not np.all(np.isfinite(c)):
             return None
-        cs = self.cs[-k:] if np.all(np.isfinite(self.cs[-k:])) else np.full(k, np.nan)
-        if not np.all(np.isfinite(cs)):
-            fin = self.c[np.isfinite(self.c)]
-            sd = float(robust_sd(fin)) if len(fin) >= 5 else math.nan
-            cs = np.full(k, max(sd, 1e-4) if math.isfinite(sd) else 1e-4)
+        cs = np.where(np.isfinite(cs), cs, 1e-4)
         cb = float(np.mean(vals))
         sb = float(np.std(vals, ddof=1) / math.sqrt(len(vals))) if len(vals) > 1 else float(cs[0])
         z = (cb - float(np.mean(c))) / math.hypot(float(np.sqrt(np.sum(cs ** 2)) / k), max(sb, 1e-4))
         self.stats["z_ce_baseline"] = round(z, 3)
         return z
-
-    # -- 5-6) laws ---------------------------------------------------------------------------------
-    def laws(self, x: np.ndarray, y: np.ndarray) -> Verdict:
-        th, L = self.th, self.L
-        s = self.sigma
-        plateau = self.plateau(x, y, s)
-        if plateau is not None:
-            return plateau
-        ch = F.choose_law(x, y, s)
-        full, bt, kind = ch["fit"], ch["backtest"], ch["kind"]
-        self.stats["law_choice"] = {k: {"usable": v["usable"], "mae": v["mae"] if math.isfinite(v["mae"]) else None}
-                                    for k, v in ch["candidates"].items()}
-        self.stats["backtest"] = {k: bt[k] for k in ("n", "max_abs_err", "mean_abs_err", "rms_z", "coverage") if k in bt}
-        scale = max(1.0, bt["rms_z"]) if bt.get("n", 0) >= 3 else 1.0
-        law_name = "log-law" if kind == "log" else "saturating law C - A/D^alpha"
-        fit_d = F.fit_dict(full) or {}
-        pred_ok = F.usable(full) and bt.get("n", 0) >= 2 and bt.get("rms_z", math.inf) <= 2.5
-        prediction = tokens_to_target = None
-        if self.budget is not None and pred_ok:
-            prediction = F.predict_at(full, float(self.budget), th.interval, scale)
-            prediction["law"] = kind
-            if prediction.get("mean") is not None and self.budget > x[-1]:
-                width = prediction["high"] - prediction["low"]
-                if not (math.isfinite(width) and width <= 2 * (np.max(y) - np.min(y)) + 4 * float(np.median(s))):
-                    pred_ok = False
-                    prediction = {"budget": float(self.budget), "mean": None,
-                                  "why": f"the interval at the budget is too wide to use ({prediction['low']:.3g}-{prediction['high']:.3g})"}
-        fit_d.update(trusted=bool(pred_ok), law=kind, interval_scale=round(scale, 3))
-        self.fits[self.metric] = fit_d
-        if bt.get("n"):
-            probes = f"{bt['n']} probe{'s' if bt['n'] > 1 else ''}"
-            self.reasons.insert(0, (f"{L} follows the {law_name}: it predicted the last {probes} within "
-                                    f"{bt['max_abs_err']:.2g} {L} (rms {bt['rms_z']:.2g} noise SDs)") if pred_ok else
-                                (f"no break detected; the {law_name} fitted best but missed the last {probes} by up to "
-                                 f"{bt['max_abs_err']:.2g} {L} (rms {bt['rms_z']:.2g} noise SDs): not trusted for a "
-                                 f"prediction yet"))
-        else:
-            self.reasons.insert(0, f"no break detected over {len(x)} probes; the {law_name} could not be checked on "
-                                   f"the run's own probes yet ({F.why(full)})")
-        if kind == "saturating" and F.usable(full):
-            self.reasons.append(f"{L} saturates: the saturating law (ceiling {full.params.get('C', math.nan):.3g}) "
-                                f"predicted this run better than the log-law")
-        if scale > 1.0:
-            self.reasons.append(f"prediction intervals widened x{scale:.2g}: the backtest errors were larger than the bands")
-        if not pred_ok:
-            why = F.why(full) if not F.usable(full) else "the law has not yet predicted enough of this run's own probes"
-            if self.budget is not None and (prediction is None or prediction.get("mean") is not None):
-                prediction = {"budget": float(self.budget), "mean": None, "why": why}
-            if self.target is not None:
-                tokens_to_target = {"target": float(self.target), "mean": None, "why": f"not identified: {why}"}
-            return self.verdict("aligned", "continue", prediction=prediction, tokens_to_target=tokens_to_target, law=kind)
-        rec = "continue"
-        if prediction and prediction.get("mean") is not None:
-            self.reasons.append(f"predicted {L} at {tok(self.budget)} tokens: {prediction['mean']:.3g} "
-                                f"[{prediction['low']:.3g}, {prediction['high']:.3g}] ({th.interval:.0%} interval)")
-            if self.budget < x[-1]:
-                self.reasons.append(f"the budget {tok(self.budget)} is already passed ({tok(x[-1])} tokens seen)")
-        if self.target is not None:
-            tokens_to_target = F.tokens_to_target(full, float(self.target), th.interval, float(x[-1]))
-            tt = tokens_to_target
-            if tt.get("mean") is None:
-                self.reasons.append(f"{L} {self.target:g}: {tt['why']}")
-                if str(tt.get("why", "")).startswith("not reachable"):
-                    rec = "stop"
-            else:
-                self.reasons.append(f"{L} {self.target:g} expected after {tok(tt['mean'])} tokens "
-                                    f"[{tok(tt['low'])}, {tok(tt['high'])}] ({th.interval:.0%} interval)")
-                if prediction and prediction.get("high") is not None and prediction["high"] < self.target:
-                    rec = "stop"
-                    self.reasons.append(f"the target {self.target:g} is out of reach within the budget "
-                                        f"{tok(self.budget)} (even the upper bound {prediction['high']:.3g} is below)")
-        return self.verdict("aligned", rec, prediction=prediction, tokens_to_target=tokens_to_target, law=kind)
-
-    def plateau(self, x: np.ndarray, y: np.ndarray, s: np.ndarray) -> Verdict | None:
-        """The score stopped rising where both laws say it should still rise, while cross-entropy improved."""
-        now = self._plateau_at(x, y, s)
-        if now is None:
-            return None
-        before = self._plateau_at(x[:-1], y[:-1], s[:-1]) if len(x) - 1 >= self.th.min_points + 1 else None
-        k, zs, peak, suffix, txt = now
-        L = self.L
-        msg = (f"{L} stopped rising: the newest {k} probe{'s' if k > 1 else ''} ({', '.join(f'{v:.3g}' for v in y[-k:])}) "
-               f"sit {min(zs.values()):.1f}+ noise SDs below where both the log-law and the saturating law fitted to the "
-               f"earlier probes put them, while {txt}")
-        self.break_tokens = float(x[-k])
-        self.stats["plateau"] = {"k": k, **{f"z_{kk}": round(v, 3) for kk, v in zs.items()}, "confirmed": before is not None}
-        if before is None:
-            self.reasons.append(msg + ": a first signal")
-            self.stats["message"] = msg
-            return self.verdict("suspected", "probe again", break_tokens=self.break_tokens)
-        self.reasons.append(msg + "; the same at the previous probe: the misalignment signature (Isik et al. 2024)")
-        self.stats["message"] = msg + f"; pre-training data looks misaligned with " \
-                                      f"{self.task if self.task not in (None, 'table', 'None') else 'the task'}"
-        return self.verdict("misaligned", "stop", break_tokens=self.break_tokens)
-
-    def _plateau_at(self, x, y, s):
-        m = len(x)
-        k = 2 if m >= self.th.min_points + 2 else 1
-        if m - k < 4:
-            return None
-        b = F.below_laws(x, y, s, k)
-        if not b or min(b["log"], b["saturating"]) <= self.th.z_holdout:
-            return None
-        zs = {"log": b["log"], "saturating": b["saturating"]}
-        peak = (max(0, m - k - self.th.peak_window), m - k - 1)
-        suffix = (m - k, m - 1)
-        # model-free too: no improvement beyond noise over the earlier level
-        if change_z(y, s, peak, suffix) < -self.th.z_warmup:
-            return None
-        follows, txt = self.ce_contrast(peak, suffix)
-        if not follows:
-            return None
-        return k, zs, peak, suffix, txt

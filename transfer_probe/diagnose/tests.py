@@ -115,6 +115,17 @@ def thresholds(horizon: int, first: int, window: int, known: bool, alpha_run: fl
             "confirm_single": q(z1s.max(axis=0), alpha_run)}
 
 
+def _calibration_horizon(horizon: int, n: int) -> int:
+    """The run length the thresholds are calibrated for: the planned horizon, or the next rung of a
+    short ladder once a run has more probes. A rung per new probe would re-simulate in the training
+    process at every look (7 s at 60 probes); the ladder does it at most four times per process.
+    Beyond 60 looks the cost grows as n^3 while the threshold grows only like sqrt(log n): longer runs
+    are calibrated as runs of 60 (a slightly higher false-alarm rate)."""
+    if n <= horizon:
+        return int(horizon)
+    return next((r for r in (30, 40, 60) if r >= n), max(60, int(horizon)))
+
+
 def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.ndarray, floor: float, th,
            support: Callable[[int, np.ndarray], float] | None = None) -> list[dict]:
     """The break state at every look of a run, as the probes came in.
@@ -130,11 +141,8 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
     first = th.min_points - 1
     if n <= first:
         return []
-    # Beyond 60 looks the simulation's cost grows as n^3 while the threshold grows only like
-    # sqrt(log n): runs longer than that are calibrated as runs of 60 (a slightly higher false-alarm rate).
-    horizon = min(max(th.horizon, n), max(th.horizon, 60))
-    cal = thresholds(int(horizon), int(first), int(th.peak_window), sigma is not None, float(th.alpha_run),
-                     float(th.alpha_suspect))
+    cal = thresholds(_calibration_horizon(th.horizon, n), int(first), int(th.peak_window), sigma is not None,
+                     float(th.alpha_run), float(th.alpha_suspect))
     usual = float(np.median(n_rep)) if len(n_rep) else 1.0
     out: list[dict] = []
     standing = None
@@ -147,45 +155,45 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
         z1, z2 = float(z1[0]), float(z2[0])
         look = {"t": t, "tokens": float(x[t]), "z1": round(z1, 3), "z2": round(z2, 3), "sd": float(np.median(st)),
                 "thresholds": cal}
-        if standing is not None:
-            lvl, lsd = standing["level"], standing["level_sd"]
-            zr = (y[t] - lvl) / math.hypot(st[t], lsd)
-            if zr > th.z_reverse:
-                look.update(state="reversed", z_reverse=round(float(zr), 3), was=standing)
-                standing, start = None, t
-                out.append(look)
-                continue
-            else:
-                look.update(state="confirmed", z_reverse=round(float(zr), 3), **_evidence(yt, st, *standing["pair"], th))
-                look.update({k: standing[k] for k in ("since", "by", "z_confirm", "threshold")})
-                out.append(look)
-                continue
-        remeasured = n_rep[t] > usual
-        if math.isfinite(z2) and z2 > cal["confirm"]:
-            pair, how = a2, {"by": "suffix", "z_confirm": round(z2, 3), "threshold": round(cal["confirm"], 3)}
-        elif remeasured and math.isfinite(z1) and z1 > cal["confirm_single"]:
-            pair, how = a1, {"by": "remeasured", "z_confirm": round(z1, 3), "threshold": round(cal["confirm_single"], 3)}
-        else:
-            pair = None
-        if pair is not None:
-            ev = _evidence(yt, st, *pair, th)
-            standing = {"pair": pair, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t]), **how}
-            look.update(state="confirmed", since=float(x[t]), **how, **ev)
-        elif math.isfinite(z1) and z1 > cal["suspect"]:
-            # the laws back a first signal only where both newest probes are low (support checks each)
-            zs = support(t, st) if support is not None and t - start >= 5 else float("nan")
-            look["z_support"] = round(zs, 3) if math.isfinite(zs) else None
-            if math.isfinite(zs) and zs > th.z_holdout and a2[0] is not None:
-                ev = _evidence(yt, st, *a2, th)
-                how = {"by": "laws", "z_confirm": round(zs, 3), "threshold": th.z_holdout}
-                standing = {"pair": a2, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t]), **how}
-                look.update(state="confirmed", since=float(x[t]), **how, **ev)
-            else:
-                look.update(state="suspected", **_evidence(yt, st, *a1, th))
-        else:
-            look.update(state="none")
         out.append(look)
+        if standing is not None:
+            zr = (y[t] - standing["level"]) / math.hypot(st[t], standing["level_sd"])
+            look["z_reverse"] = round(float(zr), 3)
+            if zr > th.z_reverse:
+                look.update(state="reversed", was=standing)
+                standing, start = None, t
+            else:
+                look.update(state="confirmed", **_evidence(yt, st, *standing["pair"], th),
+                            **{k: standing[k] for k in ("since", "by", "z_confirm", "threshold")})
+            continue
+        if not (math.isfinite(z1) and z1 > cal["suspect"]):
+            look["state"] = "none"
+            continue
+        pair, how = _confirmation(t, z1, z2, a1, a2, cal, n_rep[t] > usual, support if t - start >= 5 else None, st, th)
+        look["z_support"] = how.pop("z_support", None)
+        if pair is None:
+            look.update(state="suspected", **_evidence(yt, st, *a1, th))
+            continue
+        ev = _evidence(yt, st, *pair, th)
+        standing = {"pair": pair, "level": ev["level"], "level_sd": ev["level_sd"], "since": float(x[t]), **how}
+        look.update(state="confirmed", since=float(x[t]), **how, **ev)
     return out
+
+
+def _confirmation(t, z1, z2, a1, a2, cal, remeasured, support, sd, th) -> tuple[tuple | None, dict]:
+    """Whether a first signal at look ``t`` is confirmed, and how: the fall over two or more probes
+    (each suffix without its lowest), a re-measured point, or both laws (which check that each of the
+    two newest probes is low on its own)."""
+    if math.isfinite(z2) and z2 > cal["confirm"]:
+        return a2, {"by": "suffix", "z_confirm": round(z2, 3), "threshold": round(cal["confirm"], 3)}
+    if remeasured and z1 > cal["confirm_single"]:
+        return a1, {"by": "remeasured", "z_confirm": round(z1, 3), "threshold": round(cal["confirm_single"], 3)}
+    zs = support(t, sd) if support is not None else float("nan")
+    if not math.isfinite(zs):
+        return None, {}
+    if zs > th.z_holdout and a2[0] is not None:
+        return a2, {"by": "laws", "z_confirm": round(zs, 3), "threshold": th.z_holdout, "z_support": round(zs, 3)}
+    return None, {"z_support": round(zs, 3)}
 
 
 def _evidence(y, s, lo, b, a, th) -> dict:
