@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import numbers
 import os
 import random
 import tempfile
@@ -36,6 +37,7 @@ from typing import Any
 from transfer_probe.snapshot import Snapshot
 
 __all__ = ["FinetuneConfig", "ProbeJob", "run_probe", "failed_record", "generate", "greedy_generate",
+           "check_probe_setup", "device_problem",
            "isolated_state", "FinetuneDiverged"]
 
 CE_SIGNATURE = "teacher-forced|target-tokens+eos|token-weighted-mean|unit:nats"
@@ -78,8 +80,185 @@ class FinetuneConfig:
     # Width of the bootstrap intervals recorded in ``metrics_ci``.
     interval: float = 0.9
 
+    def __post_init__(self) -> None:
+        # Checked here, not when a probe runs: a bad setting would otherwise show only as every
+        # probe of the run failing, long after training started.
+        _check_config(self)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Schedulers TrainingArguments accepts but a probe's fine-tune cannot run: it has no evaluation
+# (no metric to step on) and FinetuneConfig passes no lr_scheduler_kwargs.
+_SCHEDULERS_UNSUPPORTED = {
+    "reduce_lr_on_plateau": "it steps on an evaluation metric, which a probe's fine-tune does not compute",
+    "greedy": "it steps on an evaluation metric, which a probe's fine-tune does not compute",
+    "cosine_with_min_lr": "it needs min_lr in lr_scheduler_kwargs, which FinetuneConfig does not pass",
+    "cosine_warmup_with_min_lr": "it needs min_lr in lr_scheduler_kwargs, which FinetuneConfig does not pass",
+    "warmup_stable_decay": "it needs num_decay_steps in lr_scheduler_kwargs, which FinetuneConfig does not pass",
+}
+_PRECISIONS = ("auto", "bf16", "fp16", "no", "fp32")
+_SAMPLINGS = ("random", "group_by_length")
+
+
+def _int_at_least(cfg: FinetuneConfig, name: str, low: int, *, optional: bool = False) -> None:
+    v = getattr(cfg, name)
+    if optional and v is None:
+        return
+    if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
+        what = f"an integer >= {low}" + (" or None" if optional else "")
+        raise ValueError(f"FinetuneConfig.{name}={v!r} must be {what}")
+
+
+def _real_in(cfg: FinetuneConfig, name: str, low: float, high: float, *, open_low: bool, open_high: bool,
+             what: str) -> None:
+    v = getattr(cfg, name)
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+    if not ok:
+        raise ValueError(f"FinetuneConfig.{name}={v!r} must be {what}")
+
+
+def _check_config(cfg: FinetuneConfig) -> None:
+    """``ValueError`` naming the first bad field of ``cfg`` (what the machine offers is checked
+    later, by :func:`check_probe_setup`: a Ray worker may have devices the driver lacks)."""
+    _int_at_least(cfg, "max_steps", 1)
+    _int_at_least(cfg, "batch_size", 1)
+    _int_at_least(cfg, "eval_batch_size", 1)
+    _int_at_least(cfg, "num_beams", 1)
+    _int_at_least(cfg, "bootstrap", 0)
+    _int_at_least(cfg, "seed", 0)
+    _int_at_least(cfg, "max_new_tokens", 1, optional=True)
+    _int_at_least(cfg, "num_threads", 1, optional=True)
+    inf = math.inf
+    _real_in(cfg, "learning_rate", 0, inf, open_low=True, open_high=True, what="a positive, finite number")
+    _real_in(cfg, "weight_decay", 0, inf, open_low=False, open_high=True, what="a finite number >= 0")
+    _real_in(cfg, "warmup_ratio", 0, 1, open_low=False, open_high=True,
+             what="in [0, 1) (a fraction of max_steps)")
+    _real_in(cfg, "interval", 0, 1, open_low=True, open_high=True,
+             what="in (0, 1) (the level of the bootstrap intervals, e.g. 0.9)")
+    if cfg.precision is not None and str(cfg.precision).lower() not in _PRECISIONS:  # None: "no"
+        raise ValueError(f"FinetuneConfig.precision={cfg.precision!r}; use one of {', '.join(map(repr, _PRECISIONS))}")
+    if cfg.train_sampling not in _SAMPLINGS:
+        raise ValueError(f"FinetuneConfig.train_sampling={cfg.train_sampling!r}; use 'random' or 'group_by_length'")
+    _check_scheduler(cfg.lr_scheduler_type)
+    if cfg.device is not None:
+        import torch
+
+        try:
+            device = torch.device(cfg.device)
+        except (RuntimeError, TypeError, ValueError) as err:
+            raise ValueError(f"FinetuneConfig.device={cfg.device!r} is not a device: {err}") from None
+        if str(cfg.precision).lower() == "fp16" and device.type == "cpu":
+            raise ValueError("FinetuneConfig.precision='fp16' needs a CUDA device; use 'bf16' or 'no' on CPU")
+
+
+def _check_scheduler(name: Any) -> None:
+    from transformers.trainer_utils import SchedulerType
+
+    known = [s.value for s in SchedulerType]
+    if name in _SCHEDULERS_UNSUPPORTED:
+        raise ValueError(f"FinetuneConfig.lr_scheduler_type={name!r} cannot be used by a probe: "
+                         f"{_SCHEDULERS_UNSUPPORTED[name]}")
+    if name not in known:
+        usable = [k for k in known if k not in _SCHEDULERS_UNSUPPORTED]
+        raise ValueError(f"FinetuneConfig.lr_scheduler_type={name!r} is not a scheduler; use one of "
+                         f"{', '.join(usable)}")
+
+
+def device_problem(device: Any) -> str | None:
+    """Why ``device`` cannot be used on this machine, or ``None`` when it can (or cannot be told)."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        return f"{device!r} is not a device: {err}"
+    backend = getattr(torch, dev.type, None)
+    if dev.type == "cpu" or not callable(getattr(backend, "is_available", None)):
+        return None  # a backend torch cannot query here: trust the user
+    if not backend.is_available():
+        return f"device {str(device)!r} is not available on this machine (no {dev.type} device); use 'cpu' or None"
+    count = int(backend.device_count()) if callable(getattr(backend, "device_count", None)) else 1
+    if dev.index is not None and dev.index >= count:
+        return (f"device {str(device)!r} is not available on this machine: it has {count} {dev.type} device(s), "
+                f"{dev.type}:0 to {dev.type}:{count - 1}")
+    return None
+
+
+def check_probe_setup(config: FinetuneConfig, tasks: Sequence[Any], model: Any, tokenizer: Any, *,
+                      executor: Any = "inline", executor_options: dict[str, Any] | None = None) -> None:
+    """``ValueError`` before any training step for what ``FinetuneConfig`` and the tasks cannot check
+    alone: a device this machine lacks (local executors only: a Ray worker may have others), a model
+    the probe cannot rebuild and generate with, examples longer than the model's context."""
+    name = getattr(executor, "name", executor)
+    if name in ("inline", "process"):
+        _check_local_device(config, name, dict(executor_options or {}))
+    model_config = getattr(model, "config", model)
+    _check_generates(model_config)
+    for task in tasks:
+        if callable(getattr(task, "prepare", None)):
+            _check_context(config, task, task.prepare(tokenizer, model_config), model_config)
+
+
+def _check_local_device(config: FinetuneConfig, executor: str, options: dict[str, Any]) -> None:
+    import torch
+
+    worker = options.get("device") if executor == "process" else None
+    for what, device in (("FinetuneConfig.device", config.device), ("executor_options['device']", worker)):
+        problem = device_problem(device)
+        if problem:
+            raise ValueError(f"{what}: {problem}")
+    if worker is not None and config.device not in (None, "cpu", "cuda", "cuda:0"):
+        raise ValueError(f"FinetuneConfig.device={config.device!r} with executor_options['device']={worker!r}: "
+                         f"the worker sees that one device only ({'none' if worker == 'cpu' else 'as cuda:0'}); "
+                         "leave FinetuneConfig.device unset")
+    device = config.device if worker is None else worker
+    if str(config.precision).lower() == "fp16" and not (torch.cuda.is_available() and str(device or "cuda").startswith("cuda")):
+        raise ValueError("FinetuneConfig.precision='fp16' needs a CUDA device; use 'bf16' or 'no' on CPU")
+
+
+def _check_generates(model_config: Any) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if getattr(model_config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    try:
+        with torch.device("meta"):  # the class and its generate(), without allocating weights
+            model = auto.from_config(model_config)
+    except Exception as err:  # noqa: BLE001 - any reason the probe could not rebuild the model
+        raise ValueError(f"a probe rebuilds the model with {auto.__name__}.from_config(config), which fails for "
+                         f"{type(model_config).__name__}: {str(err).splitlines()[0] if str(err) else err!r}") from None
+    if not model.can_generate():
+        raise ValueError(f"{type(model).__name__} cannot generate, and a probe scores generated text; "
+                         "use a model with a language-modelling head")
+
+
+def _check_context(config: FinetuneConfig, task: Any, prepared: Any, model_config: Any) -> None:
+    limit = next((v for v in (getattr(model_config, k, None) for k in ("n_positions", "max_position_embeddings"))
+                  if isinstance(v, int) and v > 0), None)
+    if limit is None:
+        return  # relative positions (T5): no hard context
+    sizes = [int(s) for s in getattr(task, "finetune_sizes", ())] or [len(prepared.train)]
+    used = prepared.train if config.resample_data else [prepared.train[i] for i in prepared.train_order[:max(sizes)]]
+    max_new = config.max_new_tokens or prepared.max_new_tokens
+    ed = prepared.is_encoder_decoder
+    checks = [("fine-tuning", [len(f["input_ids"]) for f in used])]
+    checks.append(("test", [len(f["input_ids"]) for f in prepared.test]))
+    if ed:
+        checks.append(("fine-tuning target", [len(f["labels"]) for f in used]))
+    checks.append(("generation (prompt + max_new_tokens)",
+                   [(0 if ed else len(p)) + max_new for p in prepared.prompts]))
+    for what, lengths in checks:
+        over = [n for n in lengths if n > limit]
+        if over:
+            raise ValueError(
+                f"task {getattr(task, 'name', task)!r}: {len(over)} {what} example(s) are longer than the model's "
+                f"context of {limit} tokens (longest {max(over)}); shorten them (the task's max_source_length / "
+                f"max_target_length) or lower FinetuneConfig.max_new_tokens")
 
 
 @dataclass
