@@ -76,7 +76,7 @@ from transformers import TrainerCallback
 
 from transfer_probe.executors import EXECUTORS, Executor
 from transfer_probe.history import HISTORY_FILENAME, HistoryWriter, read_history
-from transfer_probe.probe import FinetuneConfig, ProbeJob
+from transfer_probe.probe import FinetuneConfig, ProbeJob, check_probe_setup
 from transfer_probe.schedule import ProbePoint, ProbeSchedule, TokenCounter
 from transfer_probe.snapshot import (
     Snapshot,
@@ -316,6 +316,8 @@ class TransferProbeCallback(TrainerCallback):
             raise ValueError("TransferProbeCallback: the Trainer's model has no .config (a transformers model is needed)")
         for task in self.tasks:
             task.validate(tokenizer, config)
+        check_probe_setup(self.finetune, self.tasks, inner, tokenizer, executor=self.executor_cls,
+                          executor_options=self.executor_options)
         self._model_config = copy.deepcopy(config)
         world = int(getattr(args, "world_size", 1) or 1)
         if world > 1 and self.executor_cls.__name__ == "InlineExecutor":
