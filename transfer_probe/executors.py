@@ -93,6 +93,10 @@ class Executor:
 
     name = "base"
 
+    def __new__(cls, *args: Any, **options: Any) -> Executor:
+        check_options(cls, options)  # a misspelt option would otherwise be a bare TypeError
+        return super().__new__(cls)
+
     def __init__(self, history_path: str | os.PathLike, *, keep_snapshots: bool = False):
         self.history_path = Path(history_path)
         self.history = HistoryWriter(self.history_path)
@@ -170,6 +174,20 @@ class Executor:
         from transfer_probe.probe import failed_record
 
         self.history.append(failed_record(job, exc))
+
+
+def check_options(cls: type, options: dict[str, Any]) -> None:
+    """``ValueError`` naming the valid keys when ``options`` has one ``cls(history_path, **options)`` lacks."""
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        valid = [n for n, p in params.items() if n not in ("self", "history_path") and p.kind is not p.VAR_POSITIONAL]
+        raise ValueError(f"unknown option(s) {', '.join(map(repr, unknown))} for the {getattr(cls, 'name', cls.__name__)} "
+                         f"executor (executor_options); valid: {', '.join(valid)}")
 
 
 class InlineExecutor(Executor):
