@@ -422,7 +422,7 @@ class ProcessExecutor(Executor):
         cmd = [
             sys.executable, "-c",
             "import sys; from transfer_probe.executors import _worker_main; _worker_main(*sys.argv[1:])",
-            str(child.fileno()), str(self.history_path), str(self.num_threads or 0),
+            str(child.fileno()), str(self.history_path), str(self.num_threads or 0), str(os.getpid()),
         ]
         # stdout -> stderr: the worker's prints must not mix into the training's stdout stream.
         self._proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), env=self._worker_env(),
@@ -595,9 +595,30 @@ _DIST_ENV = (
 )
 
 
-def _worker_main(fd: str, history_path: str, num_threads: str = "0") -> None:
-    """Entry point of the worker process: run jobs from the pipe until told to stop."""
+def _exit_with_parent(parent_pid: int, writing: threading.Lock, every: float = 0.2) -> None:
+    """End the worker soon after the training process dies (kill -9 included: no message comes).
+
+    An orphaned worker would hold its GPU and cores while the resumed run starts its own, and write
+    records nobody judges. Its probe is not lost: the point's snapshot stays in the run's folder and
+    the resumed run probes it again. ``writing`` is held while a record is written, so the worker
+    never dies in the middle of one.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        with writing:
+            os._exit(0)
+
+    threading.Thread(target=watch, name="transfer_probe-parent-watch", daemon=True).start()
+
+
+def _worker_main(fd: str, history_path: str, num_threads: str = "0", parent_pid: str = "0") -> None:
+    """Entry point of the worker process: run jobs from the pipe until told to stop (or the training
+    process ``parent_pid`` dies; "0": not watched)."""
     conn = Connection(int(fd))
+    writing = threading.Lock()
+    if int(parent_pid) > 0:
+        _exit_with_parent(int(parent_pid), writing)
     for k in _DIST_ENV:
         os.environ.pop(k, None)
     import torch
@@ -632,8 +653,9 @@ def _worker_main(fd: str, history_path: str, num_threads: str = "0") -> None:
             record = run_probe(job)
         except Exception as exc:
             record = failed_record(job, exc)
-        history.append(record)
-        unwritten = history.take_held()  # the parent keeps them and retries (it outlives the worker)
+        with writing:
+            history.append(record)
+            unwritten = history.take_held()  # the parent keeps them and retries (it outlives the worker)
         try:
             conn.send(("done", job_id, record.get("status"), unwritten))
         except (OSError, ValueError):
