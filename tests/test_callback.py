@@ -388,7 +388,7 @@ def test_executor_class_output_dir_sink_and_keep_snapshots(keep, tiny_gpt2, tiny
     assert probe.history_path == hist
     assert [(r["step"], r["status"]) for r in _probe_records(hist)] == [(2, "ok")]
     assert not (tmp_path / "run" / "transfer_probe").exists()
-    snap = out / "transfer_probe" / "snapshots" / "step-2"
+    snap = out / "transfer_probe" / "snapshots" / probe.run_id / "step-2"
     assert snap.is_dir() is keep
     if keep:
         from transfer_probe.snapshot import load_snapshot

@@ -50,9 +50,10 @@ worker with ``executor_options={"device": "cuda:7"}`` (only that GPU is visible 
 
 Resume: the history is the record of what was probed. On ``trainer.train(resume_from_checkpoint=...)``
 the callback continues that run (same ``run_id``), starts the schedule at the checkpoint's tokens,
-and skips any step that already has records, so no probe point is lost or recorded twice. (With the
-process executor, a probe still running when the process was killed has no record; if its step is
-after the checkpoint it is probed again on resume, otherwise it is missing from the curve.)
+and skips any step that already has records, so no probe point is lost or recorded twice. With the
+process executor, a point submitted before a kill whose probes have no record is probed again from
+its snapshot (kept in the run's folder, ``snapshots/<run_id>/``), and records the dead process never
+judged get their verdict at once.
 """
 
 from __future__ import annotations
@@ -79,8 +80,11 @@ from transfer_probe.history import HISTORY_FILENAME, HistoryWriter, read_history
 from transfer_probe.probe import FinetuneConfig, ProbeJob, check_probe_setup
 from transfer_probe.schedule import ProbePoint, ProbeSchedule, TokenCounter
 from transfer_probe.snapshot import (
+    RunSnapshots,
     Snapshot,
     capture_in_memory,
+    find_interrupted_run,
+    release_snapshot,
     snapshot_from_checkpoint,
     unwrap_model,
     write_snapshot,
@@ -264,6 +268,8 @@ class TransferProbeCallback(TrainerCallback):
         self.timing: dict[str, float] = defaultdict(float)
         self.end_wait_seconds = 0.0
         self.records: list[dict] = []  # results seen by this callback in this process
+        self._run_snapshots: RunSnapshots | None = None
+        self._recorded: set[tuple] = set()  # (step, pretrained, task, D_f, repeat) with a record in the history
 
     # ------------------------------------------------------------------------------------------
     # Trainer discovery
@@ -340,12 +346,14 @@ class TransferProbeCallback(TrainerCallback):
         root = Path(self.output_dir or args.output_dir or ".") / "transfer_probe"
         self.history_path = root / HISTORY_FILENAME
         self._history = HistoryWriter(self.history_path)
-        self._snapshots_dir = root / "snapshots"
         self._writer = _SnapshotWriter()
-        if not self.keep_snapshots:
-            _remove_orphan_snapshots(self._snapshots_dir)
         tokens = self.counter.tokens(state)
-        baseline_done = self._resume_from_history(state, tokens)
+        self._resume_from_history(state, tokens, root / "snapshots")
+        # This run's own snapshot folder, locked while it lives; only dead runs' folders are cleaned.
+        if self._run_snapshots is not None:  # an earlier train() of this callback that raised
+            self._run_snapshots.release()
+        self._run_snapshots = RunSnapshots.claim(root / "snapshots", self.run_id, keep_snapshots=self.keep_snapshots)
+        self._snapshots_dir = self._run_snapshots.path
         self.schedule.start(tokens)
         self.executor = self.executor_cls(self.history_path, keep_snapshots=self.keep_snapshots,
                                           **self.executor_options)
@@ -354,13 +362,16 @@ class TransferProbeCallback(TrainerCallback):
                     self.schedule.describe(), getattr(self.executor, "name", self.executor_cls.__name__),
                     self.history_path)
         self._announce_schedule_size(state, tokens)
-        if self.baseline and not baseline_done:
-            t = time.perf_counter()
+        t = time.perf_counter()
+        self._finish_interrupted(state, control)
+        if self.baseline:
             snap = Snapshot(tokens=0, step=0, params=_params_of(inner), config=self._model_config,
                             pretrained=False, tokenizer=self.tokenizer)
-            self.executor.submit(self._jobs(snap, {"reasons": ["baseline"]}))
-            self.blocked_seconds += time.perf_counter() - t
-            self._collect(state, control)
+            jobs = self._unrecorded(self._jobs(snap, {"reasons": ["baseline"]}))
+            if jobs:
+                self.executor.submit(jobs)
+        self.blocked_seconds += time.perf_counter() - t
+        self._collect(state, control)
 
     def _announce_schedule_size(self, state, tokens: int) -> None:
         """Say at the start when the schedule cannot reach a verdict before the end of training."""
@@ -387,8 +398,8 @@ class TransferProbeCallback(TrainerCallback):
             logger.info("transfer_probe | %d probe points scheduled up to %s tokens; a verdict needs at least %d "
                         "after the warm-up", n, _fmt_tokens(end), need)
 
-    def _resume_from_history(self, state, tokens: int) -> bool:
-        """Continue a run found in the history when resuming; returns whether its baseline exists."""
+    def _resume_from_history(self, state, tokens: int, snapshots_root: Path) -> None:
+        """Continue a run found in the history when resuming (the run whose process died, else the last one)."""
         records = []
         if self.history_path.exists():
             try:
@@ -397,18 +408,52 @@ class TransferProbeCallback(TrainerCallback):
                 raise ValueError(f"cannot resume from {self.history_path}: {err}") from None
         resuming = state.global_step > 0
         if self.run_id is None:
-            if resuming and records:
+            # A killed run may have no record yet, and the last record may be another live run's.
+            interrupted = find_interrupted_run(snapshots_root) if resuming else None
+            if interrupted is not None:
+                self.run_id = interrupted
+            elif resuming and records:
                 self.run_id = str(records[-1].get("run_id"))
             else:
                 self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         mine = [r for r in records if str(r.get("run_id")) == self.run_id]
         self._done_steps = {int(r.get("step") or 0) for r in mine if r.get("pretrained", True)}
+        self._recorded = {_job_key(r) for r in mine}
         if resuming:
             logger.info(
                 "transfer_probe | resuming run %s at step %d (%d tokens); %d probe records in the history, "
                 "steps already probed are not probed again", self.run_id, state.global_step, tokens, len(mine),
             )
-        return any(not r.get("pretrained", True) for r in mine)
+
+    def _unrecorded(self, jobs: list[ProbeJob]) -> list[ProbeJob]:
+        """The jobs of a point that have no record in this run's history yet."""
+        return [j for j in jobs if (int(j.snapshot.step), bool(j.snapshot.pretrained), str(j.task.name),
+                                    int(j.finetune_size), int(j.repeat)) not in self._recorded]
+
+    def _finish_interrupted(self, state, control) -> None:
+        """On resume after a process died: probe again the points it submitted that have no record (their
+        snapshots are still in the run's folder), and judge the records it never judged."""
+        resuming = state.global_step > 0  # a fresh start (same run_id) has no use for older weights
+        for snap in self._run_snapshots.leftovers():
+            jobs = self._unrecorded(self._jobs(snap, {"reasons": ["resubmitted: no record before the restart"]}))
+            if not jobs or not resuming:
+                if not self.keep_snapshots:
+                    release_snapshot(snap)
+                continue
+            logger.info("transfer_probe | step %d was submitted before the restart and has %d probe(s) without a "
+                        "record; probing again from its snapshot", snap.step, len(jobs))
+            self.executor.submit(jobs)
+            self._done_steps.add(snap.step)
+        unjudged: dict[tuple, dict] = {}
+        for r in read_history(self.history_path) if resuming and self.history_path.exists() else []:
+            if str(r.get("run_id")) != self.run_id:
+                continue
+            if r.get("kind", "probe") == "verdict":
+                unjudged.pop((str(r.get("task")), _df(r)), None)
+            elif r.get("kind", "probe") == "probe" and r.get("status") == "ok" and r.get("pretrained", True):
+                unjudged[(str(r.get("task")), _df(r))] = r
+        if unjudged:
+            self._diagnose(list(unjudged.values()), state, control)
 
     # ------------------------------------------------------------------------------------------
     # Probe points
@@ -538,6 +583,7 @@ class TransferProbeCallback(TrainerCallback):
             self._writer.join()
             self._writer.close()
             records = self.executor.close(timeout=self.end_timeout)
+            self._run_snapshots.release()
             self.end_wait_seconds = time.perf_counter() - t
             self._handle(records, state, control)
             if self._tracker is not None and hasattr(self._tracker, "final"):
@@ -801,25 +847,6 @@ class _SnapshotWriter:
         self._thread = None
 
 
-def _remove_orphan_snapshots(directory: Path) -> None:
-    """Snapshots left by a process that died before its probes finished: nothing will read them."""
-    import shutil
-
-    from transfer_probe.snapshot import MARKER_FILENAME, release_snapshot
-
-    if not directory.is_dir():
-        return
-    removed = 0
-    for child in directory.iterdir():
-        if (child / MARKER_FILENAME).is_file():
-            removed += release_snapshot(child)
-        elif child.is_dir() and child.name.startswith(".") and ".tmp-" in child.name:
-            shutil.rmtree(child, ignore_errors=True)  # half-written by a writer that died
-            removed += 1
-    if removed:
-        logger.info("transfer_probe | removed %d snapshot(s) left by an earlier run in %s", removed, directory)
-
-
 def _check_tasks(tasks: Any) -> list[Any]:
     if tasks is None or isinstance(tasks, (str, bytes)):
         raise ValueError("tasks must be a list of tasks, e.g. [TranslationTask.from_files(...)]")
@@ -922,6 +949,14 @@ def _params_of(model: Any) -> dict[str, int]:
 def _df(rec: dict) -> Any:
     fs = rec.get("finetune_size")
     return fs.get("examples") if isinstance(fs, dict) else fs
+
+
+def _job_key(rec: dict) -> tuple:
+    try:
+        return (int(rec.get("step") or 0), bool(rec.get("pretrained", True)), str(rec.get("task")),
+                int(_df(rec)), int(rec.get("repeat") or 0))
+    except (TypeError, ValueError):
+        return ()
 
 
 def _finite(v: Any) -> bool:
