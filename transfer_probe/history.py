@@ -30,8 +30,8 @@ import os
 import threading
 import time
 import weakref
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,11 @@ __all__ = [
     "HISTORY_FILENAME",
     "HistoryWriter",
     "read_history",
+    "iter_history",
+    "read_points",
+    "check_record",
+    "iter_checked",
+    "Aggregator",
     "probe_records",
     "group_key",
     "aggregate",
@@ -165,8 +170,8 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to the history: {obj!r}")
 
 
-def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
-    """Read every record of a history file.
+def iter_history(path: str | os.PathLike, *, strict: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, record)`` for each record of a history file, one line at a time.
 
     A torn last line (a writer died mid-record, or is writing now) is skipped unless ``strict``. A
     line where a writer appended a whole record onto a torn one (older versions did on resume) gives
@@ -176,30 +181,35 @@ def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"history file not found: {path}")
-    records: list[dict] = []
     with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = fh.readlines()
-    for i, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text:
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            obj = jsonl.salvage(text)
-            if obj is not None:
-                logger.warning("transfer_probe | %s:%d: a torn record precedes this record on the line; "
-                               "the torn part is skipped", path, i)
-            elif i == len(lines) and not line.endswith("\n") and not strict:
+        for i, line in enumerate(fh, 1):
+            text = line.strip()
+            if not text:
                 continue
-            else:
-                raise ValueError(f"{path}:{i}: not a JSON object ({err.msg}); is this a history file?") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
-        obj.setdefault("schema", 0)
-        obj.setdefault("kind", "probe")
-        records.append(obj)
-    return records
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as err:
+                obj = jsonl.salvage(text)
+                if obj is not None:
+                    logger.warning("transfer_probe | %s:%d: a torn record precedes this record on the line; "
+                                   "the torn part is skipped", path, i)
+                elif not line.endswith("\n") and not strict:  # only the last line can lack its newline
+                    continue
+                else:
+                    raise ValueError(f"{path}:{i}: not a JSON object ({err.msg}); is this a history file?") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
+            obj.setdefault("schema", 0)
+            obj.setdefault("kind", "probe")
+            yield i, obj
+
+
+def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
+    """Read every record of a history file, unknown fields kept (see :func:`iter_history`).
+
+    Holds every record in memory; for large files :func:`read_points` keeps one record per probe point.
+    """
+    return [rec for _, rec in iter_history(path, strict=strict)]
 
 
 def probe_records(records: Iterable[Mapping[str, Any]], *, ok_only: bool = True) -> list[dict]:
@@ -222,8 +232,151 @@ def _finetune_examples(record: Mapping[str, Any]) -> Any:
 
 
 def group_key(record: Mapping[str, Any]) -> tuple[str, Any]:
-    """The (task, D_f examples) group a record belongs to; a verdict is given per group."""
-    return (str(record.get("task")), _finetune_examples(record))
+    """The (task, D_f examples) group a record belongs to; a verdict is given per group.
+
+    Raises ``ValueError`` when the record's D_f is a list or an object without a plain ``examples``
+    value (it could be put in no group; :func:`check_record` says which line of a file holds it).
+    """
+    df = _finetune_examples(record)
+    if isinstance(df, (list, dict, Mapping)):
+        raise ValueError(f"a record of task {record.get('task')!r} has finetune_size "
+                         f"{_short(record.get('finetune_size'))}: {_FS_EXPECTED}")
+    return (str(record.get("task")), df)
+
+
+_FS_EXPECTED = "expected a number of examples or an object with a numeric 'examples'"
+
+
+def _short(v: Any, n: int = 60) -> str:
+    text = json.dumps(v, default=str) if not isinstance(v, str) else repr(v)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def check_record(record: Mapping[str, Any]) -> str | None:
+    """Why a probe record cannot be grouped or aggregated (``None``: it can).
+
+    Checks the fields the readers key on: ``finetune_size`` (a number, or an object whose ``examples``
+    is one), ``run_id`` (a plain value), ``tokens`` (a number) and ``metrics`` (an object). A null or
+    NaN metric value is not a problem here: it is a missing value, left out of the means.
+    """
+    fs = record.get("finetune_size")
+    df = fs.get("examples") if isinstance(fs, Mapping) else fs
+    if isinstance(df, (list, dict)):
+        return f"finetune_size is {_short(fs)}: {_FS_EXPECTED}"
+    rid = record.get("run_id")
+    if isinstance(rid, (list, dict)):
+        return f"run_id is {_short(rid)}: expected a string"
+    tok = record.get("tokens")
+    if tok is not None and not isinstance(tok, (int, float)):
+        try:
+            float(tok)
+        except (TypeError, ValueError):
+            return f"tokens is {_short(tok)}: expected a number"
+    m = record.get("metrics")
+    if m is not None and not isinstance(m, Mapping):
+        return f"metrics is {_short(m)}: expected an object of metric values"
+    return None
+
+
+# Set on a record that stands for several repeats of one probe point (see Aggregator.records):
+# {"n": repeats, "step": highest step, "values": {metric: [finite values, file order]}}.
+MERGED = "_merged_repeats"
+
+
+class _Point:
+    """The running state of one probe point: its first record, repeat count, values per metric."""
+
+    __slots__ = ("first", "n", "step", "values")
+
+    def __init__(self, first: Mapping[str, Any]):
+        self.first, self.n, self.step = first, 0, None
+        self.values: dict[str, array] = {}
+
+    def _step(self, step: Any) -> None:
+        self.step = step if self.step is None else max(self.step, step)
+
+    def add(self, r: Mapping[str, Any]) -> None:
+        merged = r.get(MERGED)
+        if merged is not None:
+            self.n += merged["n"]
+            self._step(merged["step"])
+            for m in r.get("metrics") or {}:
+                self.values.setdefault(m, array("d")).extend(merged["values"].get(m, ()))
+            return
+        self.n += 1
+        self._step(r.get("step") or 0)
+        for m, v in (r.get("metrics") or {}).items():
+            vals = self.values.get(m)
+            if vals is None:
+                vals = self.values[m] = array("d")
+            if _finite(v):
+                vals.append(float(v))
+
+
+def _point_key(r: Mapping[str, Any]) -> tuple:
+    return (r.get("run_id"), float(r.get("tokens") or 0.0), str(r.get("task")), _finetune_examples(r),
+            bool(r.get("pretrained", True)))
+
+
+class Aggregator:
+    """Running per-point state of probe records fed one at a time: memory grows with the number of
+    probe points, not of records. ``points()`` equals ``aggregate(records fed)``, value for value."""
+
+    def __init__(self) -> None:
+        self._points: dict[tuple, _Point] = {}
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        key = _point_key(record)
+        pt = self._points.get(key)
+        if pt is None:
+            pt = self._points[key] = _Point(record)
+        pt.add(record)
+
+    def __len__(self) -> int:
+        return len(self._points)
+
+    def points(self, metrics: Iterable[str] | None = None) -> list[dict]:
+        out = [_finish(key, pt, metrics) for key, pt in self._points.items()]
+        out.sort(key=lambda p: (p["pretrained"], p["tokens"]))
+        return out
+
+    def records(self) -> list[dict]:
+        """One record per point, standing for all its repeats: ``aggregate`` gives the same points
+        from them as from the records fed. ``metrics`` holds the means (``None``: no finite value)."""
+        out = []
+        for (run_id, tokens, _task, _df, pretrained), pt in self._points.items():
+            f = pt.first
+            rec = {k: f[k] for k in _POINT_FIELDS if k in f}
+            rec.update(run_id=run_id, tokens=tokens, pretrained=pretrained, step=pt.step,
+                       metrics={m: (sum(v) / len(v) if v else None) for m, v in pt.values.items()})
+            rec[MERGED] = {"n": pt.n, "step": pt.step, "values": pt.values}
+            out.append(rec)
+        return out
+
+
+# What a merged record keeps of its first record: what grouping, fits and diagnoses read.
+_POINT_FIELDS = ("schema", "kind", "status", "error", "run_id", "task", "finetune_size", "params", "metrics_ci")
+
+
+def _finish(key: tuple, pt: _Point, metrics: Iterable[str] | None) -> dict:
+    run_id, tokens, task, df, pretrained = key
+    names = set(metrics) if metrics is not None else set(pt.values)
+    mean, sem, values = {}, {}, {}
+    for m in sorted(names):
+        vals = list(pt.values.get(m, ()))
+        if not vals:
+            continue
+        values[m] = vals
+        mu = sum(vals) / len(vals)
+        mean[m] = mu
+        if len(vals) > 1:
+            var = sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)
+            sem[m] = math.sqrt(var / len(vals))
+        else:
+            ci = (pt.first.get("metrics_ci") or {}).get(m)
+            sem[m] = (float(ci[1]) - float(ci[0])) / (2 * 1.645) if ci and len(ci) == 2 else float("nan")
+    return {"run_id": run_id, "tokens": tokens, "task": task, "finetune_size": df, "pretrained": pretrained,
+            "step": pt.step, "n": pt.n, "mean": mean, "sem": sem, "values": values}
 
 
 def aggregate(records: Iterable[Mapping[str, Any]], metrics: Iterable[str] | None = None) -> list[dict]:
@@ -233,50 +386,14 @@ def aggregate(records: Iterable[Mapping[str, Any]], metrics: Iterable[str] | Non
     ``pretrained``, ``run_id``, ``n`` (repeats), ``mean`` and ``sem`` (dicts per metric) and
     ``values`` (the per-repeat values). The standard error of a single repeat comes from its
     bootstrap interval when recorded (90% interval half-width / 1.645), else it is ``nan``.
+    Records that stand for several repeats (:meth:`Aggregator.records`, :func:`read_points`) count as
+    those repeats.
     """
-    groups: dict[tuple, list[Mapping[str, Any]]] = defaultdict(list)
-    for r in probe_records(records):
-        key = (
-            r.get("run_id"),
-            float(r.get("tokens") or 0.0),
-            str(r.get("task")),
-            _finetune_examples(r),
-            bool(r.get("pretrained", True)),
-        )
-        groups[key].append(r)
-    out = []
-    for (run_id, tokens, task, df, pretrained), recs in groups.items():
-        names = set(metrics) if metrics is not None else {m for r in recs for m in (r.get("metrics") or {})}
-        mean, sem, values = {}, {}, {}
-        for m in sorted(names):
-            vals = [float(r["metrics"][m]) for r in recs if _finite((r.get("metrics") or {}).get(m))]
-            if not vals:
-                continue
-            values[m] = vals
-            mu = sum(vals) / len(vals)
-            mean[m] = mu
-            if len(vals) > 1:
-                var = sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)
-                sem[m] = math.sqrt(var / len(vals))
-            else:
-                ci = (recs[0].get("metrics_ci") or {}).get(m)
-                sem[m] = (float(ci[1]) - float(ci[0])) / (2 * 1.645) if ci and len(ci) == 2 else float("nan")
-        out.append(
-            {
-                "run_id": run_id,
-                "tokens": tokens,
-                "task": task,
-                "finetune_size": df,
-                "pretrained": pretrained,
-                "step": max((r.get("step") or 0) for r in recs),
-                "n": len(recs),
-                "mean": mean,
-                "sem": sem,
-                "values": values,
-            }
-        )
-    out.sort(key=lambda p: (p["pretrained"], p["tokens"]))
-    return out
+    agg = Aggregator()
+    for r in records:
+        if r.get("kind", "probe") == "probe" and r.get("status", "ok") == "ok":
+            agg.add(r)
+    return agg.points(metrics)
 
 
 def _finite(v: Any) -> bool:
@@ -284,6 +401,62 @@ def _finite(v: Any) -> bool:
         return v is not None and math.isfinite(float(v))
     except (TypeError, ValueError):
         return False
+
+
+class MalformedRecords(ValueError):
+    """Records of a file that cannot be grouped: the first one's file, line and reason, and how many."""
+
+
+def read_points(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
+    """A history file read in one pass, with memory that grows with its probe points, not its lines.
+
+    Successful probe records come back one per probe point (:meth:`Aggregator.records`: ``aggregate``
+    gives exactly the points it gives from :func:`read_history`); failed probes one per point and
+    status, with ``_merged_repeats["n"]`` counting them; verdicts and other records the last of each
+    (kind, run, task, D_f); rows without a ``metrics`` object (a plain JSON Lines table) as they are.
+    A record that cannot be grouped (a list or object as ``finetune_size``, ...) raises
+    :class:`MalformedRecords` (a ``ValueError``) naming the file, the first such line, and the count.
+    """
+    ok, not_ok, others, rows = Aggregator(), {}, {}, []
+    for _, rec in iter_checked(path, strict=strict):
+        kind = rec.get("kind")
+        if rec.get("schema") == 0 and "metrics" not in rec and "status" not in rec:
+            rows.append(rec)  # a row of a plain JSON Lines table, not a history record: kept as it is
+        elif kind != "probe":
+            others[(kind, str(rec.get("run_id")), str(rec.get("task")), _finetune_examples(rec))] = rec
+        elif rec.get("status", "ok") == "ok":
+            ok.add(rec)
+        else:
+            not_ok.setdefault(str(rec.get("status")), Aggregator()).add(rec)
+    return ok.records() + [r for a in not_ok.values() for r in a.records()] + list(others.values()) + rows
+
+
+def iter_checked(path: str | os.PathLike, *, strict: bool = False) -> Iterator[tuple[int, dict]]:
+    """:func:`iter_history`, holding back records :func:`check_record` rejects; at the end of the file
+    they raise :class:`MalformedRecords` with the first one's line, its reason and how many there are.
+
+    An error, not a skip: such a record is not one this package writes, and leaving it out would
+    silently change a group's points (the user fixes the file, told where).
+    """
+    bad: list[tuple[int, str]] = []
+    n_bad = 0
+    for i, rec in iter_history(path, strict=strict):
+        why = check_record(rec)
+        if why is None:
+            yield i, rec
+            continue
+        n_bad += 1
+        if len(bad) < 3:
+            bad.append((i, why))
+    if n_bad:
+        _raise_malformed(path, bad, n_bad)
+
+
+def _raise_malformed(path, bad: list[tuple[int, str]], n: int) -> None:
+    line, why = bad[0]
+    more = "" if n == 1 else f" ({n} records like this, at lines {', '.join(str(i) for i, _ in bad)}" + (
+        ", ...)" if n > len(bad) else ")")
+    raise MalformedRecords(f"{path}:{line}: {why}{more}; fix or remove these records")
 
 
 def load_table(path: str | os.PathLike) -> list[dict]:
@@ -305,7 +478,7 @@ def load_table(path: str | os.PathLike) -> list[dict]:
             if not all(isinstance(r, dict) for r in rows):
                 raise ValueError(f"{path}: a JSON array must hold objects, one per row")
             return rows
-        return read_history(path)
+        return read_points(path)
     if suffix in {".csv", ".tsv", ".txt"}:
         delimiter = "\t" if suffix == ".tsv" else ","
         with open(path, newline="", encoding="utf-8") as fh:

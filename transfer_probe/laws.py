@@ -1595,8 +1595,14 @@ def _fit_history(rows, x, y, law_name, law_cls, *, task, finetune_size, weights,
         listed = ", ".join(f"(task={t!r}, finetune_size={f!r})" for t, f in groups)
         raise ValueError(f"the records hold {len(groups)} groups: {listed}; fit one at a time with task= and "
                          f"finetune_size= (the CLI: --task, --finetune-size)")
-    points = [p for p in history.aggregate(probes, metrics=[y]) if y in p["mean"]]
+    all_points = history.aggregate(probes, metrics=[y])
+    points = [p for p in all_points if y in p["mean"]]
+    if not points:  # every value null or NaN: say so instead of fitting nothing
+        raise ValueError(f"no probe record of (task={groups[0][0]!r}, finetune_size={groups[0][1]!r}) has a numeric "
+                         f"{y!r} ({sum(p['n'] for p in all_points)} records: the values are null or NaN)")
     notes = []
+    if len(points) < len(all_points):
+        notes.append(f"{len(all_points) - len(points)} probe point(s) left out: no numeric {y!r} (null or NaN)")
     runs = sorted({str(p["run_id"]) for p in points})
     if len(runs) > 1 and law_name != "chinchilla":
         notes.append(f"points of {len(runs)} runs fitted together: {', '.join(runs)}")

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from transfer_probe.history import aggregate, group_key, probe_records, read_history
+from transfer_probe.history import Aggregator, aggregate, group_key, iter_checked
 
 __all__ = ["write_report", "render_report", "check_output"]
 
@@ -59,10 +59,8 @@ def write_report(
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     check_output(output, paths)  # before rendering: a refusal must cost nothing
-    sources = []
-    for p in paths:
-        p = Path(p)
-        sources.append((p, read_history(p)))
+    # Streamed: each file is summarised while it is read, so memory grows with its probe points only.
+    sources = [(Path(p), _checked(Path(p))) for p in paths]
     page = render_report(sources, budget_tokens=budget_tokens, target=target, title=title)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -101,7 +99,7 @@ def _same_file(a: Path, b: str | os.PathLike) -> bool:
 
 
 def render_report(
-    sources: Iterable[tuple[Path, list[dict]]],
+    sources: Iterable[tuple[Path, Iterable[dict]]],
     *,
     budget_tokens: float | None = None,
     target: float | None = None,
@@ -117,21 +115,10 @@ def render_report(
     summary_rows = []
     sections = []
     for path, records in sources:
-        runs: dict[str, list[dict]] = {}
-        for r in records:
-            runs.setdefault(str(r.get("run_id") or path.parent.name or path.stem), []).append(r)
-        for run_id, recs in runs.items():
-            probes = probe_records(recs, ok_only=False)
-            groups: dict[tuple, list[dict]] = {}
-            for r in probes:
-                if r.get("pretrained", True):
-                    groups.setdefault(group_key(r), []).append(r)
-            for (task, df), grecs in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or 0)):
-                baseline = [r for r in probes if not r.get("pretrained", True) and group_key(r) == (task, df)]
-                verdict_recs = [r for r in recs if r.get("kind") == "verdict" and
-                                str(r.get("task")) == task and _df_of(r) == df]
-                sec, row = _group_section(path, run_id, task, df, grecs, baseline, verdict_recs,
-                                          budget_tokens, target)
+        for run_id, run in _summarise(path, records).items():
+            points = run["points"].records()  # one record per probe point, standing for its repeats
+            for (task, df), g in sorted(run["groups"].items(), key=lambda kv: (str(kv[0][0]), kv[0][1] or 0)):
+                sec, row = _group_section(path, run_id, task, df, g, points, budget_tokens, target)
                 sections.append(sec)
                 summary_rows.append(row)
     if not sections:
@@ -147,20 +134,80 @@ def render_report(
             f"<style>{_CSS}</style></head><body>{body}</body></html>")
 
 
-def _df_of(r: dict) -> Any:
-    return group_key(r)[1]
+# A report's size must not grow with the history's length: tables and log lines are cut to these.
+MAX_TABLE_ROWS = 60
+MAX_LOG_LINES = 40
 
 
-def _group_section(path, run_id, task, df, recs, baseline, verdict_recs, budget, target):
+def _checked(path: Path) -> Iterable[dict]:
+    return (rec for _, rec in iter_checked(path))
+
+
+def _summarise(path: Path, records: Iterable[dict]) -> dict[str, dict]:
+    """Per run: its probe points (an :class:`Aggregator`) and, per (task, D_f) group of pretrained
+    probes, the verdicts' (tokens, status) changes and the log lines, each kept once and capped."""
+    runs: dict[str, dict] = {}
+    for r in records:
+        run = runs.setdefault(str(r.get("run_id") or path.parent.name or path.stem),
+                              {"points": Aggregator(), "groups": {}})
+        kind = r.get("kind", "probe")
+        if kind == "probe":
+            ok = r.get("status", "ok") == "ok"
+            if ok:
+                run["points"].add(r)
+            if r.get("pretrained", True):
+                g = _group(run, group_key(r))
+                if r.get("status") == "failed":
+                    _log(g, f"probe failed at {r.get('tokens')} tokens (repeat {r.get('repeat', 0)}): "
+                            f"{r.get('error')}")
+        elif kind == "verdict":
+            g = _group(run, group_key(r), create=False)
+            if g is not None:
+                g["verdicts"].setdefault((r.get("tokens"), r.get("status")), None)
+                if r.get("message"):
+                    _log(g, str(r["message"]))
+    return runs
+
+
+def _group(run: dict, key: tuple, create: bool = True) -> dict | None:
+    if key not in run["groups"]:
+        if not create:
+            # Verdicts may come before the first probe of their group in the file: keep them aside.
+            return run.setdefault("early", {}).setdefault(key, {"verdicts": {}, "log": {}, "more_log": 0})
+        early = run.get("early", {}).pop(key, None)
+        run["groups"][key] = early or {"verdicts": {}, "log": {}, "more_log": 0}
+    return run["groups"][key]
+
+
+def _log(g: dict, line: str) -> None:
+    if line in g["log"]:
+        return
+    if len(g["log"]) < MAX_LOG_LINES:
+        g["log"][line] = None
+    else:
+        g["more_log"] += 1
+
+
+def _capped(rows: list, what: str) -> list:
+    """At most MAX_TABLE_ROWS rows: the first and the last halves, and a row saying how many are left out."""
+    if len(rows) <= MAX_TABLE_ROWS:
+        return rows
+    half = MAX_TABLE_ROWS // 2
+    gap = [f"... {len(rows) - 2 * half} more {what} (not shown) ..."] + [""] * (len(rows[0]) - 1)
+    return rows[:half] + [gap] + rows[-half:]
+
+
+def _group_section(path, run_id, task, df, g, run_points, budget, target):
     from transfer_probe import diagnose as dg
 
-    ok = [r for r in recs if r.get("status", "ok") == "ok"]
-    failed = [r for r in recs if r.get("status") == "failed"]
+    recs = [r for r in run_points if group_key(r) == (task, df)]
+    ok = [r for r in recs if r["pretrained"]]
+    baseline = [r for r in recs if not r["pretrained"]]
     points = aggregate(ok)
     base_points = aggregate(baseline)
+    verdict_recs = [{"tokens": t, "status": st} for t, st in g["verdicts"]]
     try:
-        verdict = dg.diagnose(ok + [r for r in baseline if r.get("status", "ok") == "ok"],
-                              budget_tokens=budget, target=target)
+        verdict = dg.diagnose(ok + baseline, budget_tokens=budget, target=target)
     except Exception as err:  # a report must still render what it has
         verdict = None
         verdict_error = f"{type(err).__name__}: {err}"
@@ -190,7 +237,8 @@ def _group_section(path, run_id, task, df, recs, baseline, verdict_recs, budget,
     for p in base_points:
         probe_rows.append(["baseline (no pre-training)", "", p["n"], _pm(p, "bleu"), _pm(p, "chrf"),
                            _pm(p, "cross_entropy", 3)])
-    table = "<h3>Probes</h3>" + _table(["tokens D_p", "step", "repeats", "BLEU", "chrF", "CE"], probe_rows)
+    table = "<h3>Probes</h3>" + _table(["tokens D_p", "step", "repeats", "BLEU", "chrF", "CE"],
+                                       _capped(probe_rows, "probe points"))
     fit_rows = []
     for metric, fit in fits.items():
         if fit is None:
@@ -200,12 +248,9 @@ def _group_section(path, run_id, task, df, recs, baseline, verdict_recs, budget,
                          "yes" if fit.ok else "no", params if fit.ok else "", "" if fit.ok else fit.why])
     fit_table = ("<h3>Fits</h3>" + _table(["metric", "law", "trusted", "parameters &plusmn; std. err.", "why not"],
                                           fit_rows, left=5, raw=True)) if fit_rows else ""
-    log_lines = [dg.format_verdict(verdict)] if verdict is not None else []
-    for vr in verdict_recs:
-        if vr.get("message"):
-            log_lines.append(str(vr["message"]))
-    for r in failed:
-        log_lines.append(f"probe failed at {r.get('tokens')} tokens (repeat {r.get('repeat', 0)}): {r.get('error')}")
+    log_lines = ([dg.format_verdict(verdict)] if verdict is not None else []) + list(g["log"])
+    if g["more_log"]:
+        log_lines.append(f"... and {g['more_log']} more distinct log lines (not shown)")
     logs = ("<h3>Log lines and warnings</h3><pre class='log'>" + _e("\n".join(dict.fromkeys(log_lines)))
             + "</pre>") if log_lines else ""
     last_bleu = _pm(points[-1], "bleu") if points else ""
