@@ -6,10 +6,13 @@ after 64 MiB) so a broken sandbox cannot take the machine down with it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -28,10 +31,6 @@ from transfer_probe.sandbox import (
     pass_at_k,
 )
 
-NAMESPACES = sb.namespace_isolation_available()
-NO_NAMESPACES = "namespace isolation unavailable here (needs root, unshare permitted, a 'nobody' user)"
-# The namespace case is listed either way: where it cannot run it shows as SKIPPED, with the reason.
-MODES = ["process", pytest.param("namespace", marks=pytest.mark.skipif(not NAMESPACES, reason=NO_NAMESPACES))]
 SECRET = "tp-secret-7c1f0b9e"
 
 ADD = {
@@ -103,43 +102,340 @@ def test_humaneval_program_and_missing_fields():
 
 
 # ---------------------------------------------------------------------------------------------
-# Adversarial programs
+# Adversarial programs: limits (each mode that runs here)
 
-def _adversaries(parent_pid: int, port: int, outside: str) -> dict[str, str]:
+def _limits_programs() -> dict[str, str]:
     return {
-        "infinite_loop": "while True:\n    pass\n",
         "sleep_forever": "import time\ntime.sleep(60)\n",
         "memory_hog": "blocks = []\nfor _ in range(64):\n    blocks.append(bytearray(64 << 20))\n",
         "fork_loop": ("import os, time\nfor _ in range(64):\n    if os.fork() == 0:\n        time.sleep(20)\n"
                       "        os._exit(0)\n"),
-        "write_outside": f"with open({outside!r}, 'w') as fh:\n    fh.write('escaped')\n",
-        "socket_to_localhost": (f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
-                                "s.sendall(b'escaped')\n"),
-        "read_env_secrets": (
-            "import os\nprint(dict(os.environ))\n"
-            f"print(open('/proc/{parent_pid}/environ', 'rb').read())\n"
-            f"assert {SECRET!r} in str(dict(os.environ))\n"
-        ),
-        "kill_parent": f"import os, signal\nos.kill({parent_pid}, signal.SIGKILL)\n",
         "huge_output": "import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * 65536)\n",
-        "fake_success_exit": "import os\nos._exit(0)\n",
     }
 
 
-def _leftover_sandbox_processes() -> list[str]:
-    """Processes still running the sandbox bootstrap (there must be none after a run)."""
+def _leftover_sandbox_processes(markers=(b'"stage": "program"', b"cfg = json.loads(sys.stdin.buffer.read())")):
+    """Live processes still running the sandbox bootstrap, or with a marker in their command line."""
     found = []
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+        if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 cmd = fh.read()
+            with open(f"/proc/{pid}/stat") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"cfg = json.loads(sys.stdin.readline())" in cmd:
+        if state != "Z" and any(m in cmd for m in markers):
             found.append(pid)
     return found
+
+
+@pytest.mark.parametrize("mode", ["namespace", "process"])
+def test_limits_hold_and_the_run_continues(mode):
+    python = PROCESS_PYTHON if mode == "process" else sys.executable
+    if python is None or sb.isolation_unavailable_reason(mode, python):
+        pytest.skip(sb.isolation_unavailable_reason(mode, python or sys.executable) or "no interpreter for others")
+    # Without the Python guard: the operating system's limits are under test.
+    box = Sandbox(allow_code_execution=True, isolation=mode, timeout=2.5, cpu_seconds=1, memory_mb=512,
+                  max_output_bytes=1 << 16, max_processes=16, python=python, python_guard=False)
+    assert box.mode == mode and box.signature.startswith(f"sandbox:{mode}") and "|user:own-uid|" in box.signature
+    t0 = time.perf_counter()
+    results = {name: box.run(src) for name, src in _limits_programs().items()}
+    assert time.perf_counter() - t0 < 30
+    # The CPU limit, with a wall clock generous enough that a busy machine cannot reach it first.
+    results["infinite_loop"] = Sandbox(allow_code_execution=True, isolation=mode, timeout=20, cpu_seconds=1,
+                                       memory_mb=512, python=python).run("while True:\n    pass\n")
+    for name, r in results.items():
+        assert not r.passed, (name, r)
+        assert len(r.stdout) <= (1 << 16) + 64 and len(r.stderr) <= (1 << 16) + 64, name
+    assert results["infinite_loop"].status == "cpu_limit", results["infinite_loop"]
+    assert results["sleep_forever"].status == "timeout" and results["sleep_forever"].seconds < 4.5
+    assert results["memory_hog"].status == "memory_limit", results["memory_hog"]
+    assert results["huge_output"].status == "output_limit", results["huge_output"]
+    assert "Resource temporarily unavailable" in results["fork_loop"].error, results["fork_loop"]  # RLIMIT_NPROC
+    assert not _leftover_sandbox_processes()
+    # The run goes on: a correct program right after all of them passes, an incorrect one fails.
+    assert box.check(ADD, ADD["canonical_solution"]).passed
+    assert box.check(ADD, "    return a - b\n").status == "failed"
+
+
+# ---------------------------------------------------------------------------------------------
+# Attacks (issue 12, items 10 and 11), in every isolation mode that runs here
+#
+# Each attack is a *wrong* completion of ADD whose module-level code attacks; a driver process,
+# started with SECRET in its real environment (``/proc/<pid>/environ``), runs them all through
+# ``Sandbox.check`` and prints the results. Every step that gets through prints ``ESCAPE:<step>``.
+
+# Switch the audit-hook guard off (through gc, as a program can): the OS must hold without it.
+_GUARD_OFF = """
+import gc
+for _o in gc.get_objects():
+    if type(_o).__name__ == "function" and _o.__name__ == "guard" and _o.__closure__:
+        for _c in _o.__closure__:
+            if _c.cell_contents == [False]:
+                _c.cell_contents[0] = True
+                print("guard-off")
+"""
+
+_ESCAPE = "import sys\nsys.stdout.reconfigure(line_buffering=True)\n" + _GUARD_OFF + """
+import os, signal, socket, subprocess, sys, time
+def attempt(step, fn):
+    try:
+        out = fn()
+    except BaseException as e:
+        print("refused", step, type(e).__name__, e)
+    else:
+        print("ESCAPE:" + step, repr(out)[:200])
+attempt("read-shadow", lambda: open("/etc/shadow").read())
+attempt("driver-environ", lambda: open("/proc/%d/environ" % DRIVER, "rb").read())
+def all_environs():  # the secret's value is not given to the program: it has to find it
+    found = []
+    for p in os.listdir("/proc"):
+        try:
+            found.append(open("/proc/%s/environ" % p, "rb").read())
+        except OSError:
+            pass
+    hits = [e for e in found if b"TP_TEST_API_KEY" in e]
+    assert hits, "no secret in %d readable environments" % len(found)
+    print(hits)
+attempt("any-environ", all_environs)
+for d in OUTSIDE:
+    def via_dir_fd(d=d):
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        w = os.open("escaped-dirfd.txt", os.O_WRONLY | os.O_CREAT, 0o666, dir_fd=fd)
+        os.write(w, b"escaped")
+    attempt("write-dirfd:" + d, via_dir_fd)
+    attempt("write-open:" + d, lambda d=d: open(os.path.join(d, "escaped-open.txt"), "w").write("escaped"))
+    attempt("mkdir:" + d, lambda d=d: os.mkdir(os.path.join(d, "escaped-dir")))
+def connect():
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=2)
+    s.sendall(b"escaped")
+attempt("network", connect)
+def daemon():  # double fork, new session, exec: a survivor outside the process group
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            os.execv("/bin/sleep", ["sleep", "37.2501"])
+        os._exit(0)
+    return "forked"
+print("spawned", subprocess.Popen(["/bin/sleep", "37.5001"], start_new_session=True).pid, daemon())
+time.sleep(0.2)
+attempt("pidfd-kill-driver", lambda: signal.pidfd_send_signal(os.pidfd_open(DRIVER), signal.SIGKILL))
+attempt("kill-driver", lambda: os.kill(DRIVER, signal.SIGKILL))
+attempt("killpg-driver", lambda: os.killpg(os.getpgid(DRIVER), signal.SIGKILL))
+os.kill(-1, signal.SIGKILL)  # every process it may signal: whatever survives must not include the driver
+"""
+
+# Item 10: forge the verdict. Collect every string reachable (frames, gc), print each as a line of
+# its own (the old end-of-program marker), write a fake verdict to every fd this process or any
+# other has open, then leave with status 0.
+_FORGE = """
+import gc, json, os, sys
+seen = set()
+f = sys._getframe()
+while f is not None:
+    for d in (f.f_globals, f.f_locals):
+        seen.update(v for v in d.values() if isinstance(v, str))
+    f = f.f_back
+seen.update(o for o in gc.get_objects() if isinstance(o, str))
+for o in gc.get_objects():
+    if isinstance(o, dict):
+        seen.update(v for v in o.values() if isinstance(v, str) and len(v) < 200)
+sys.stdout.write("".join("\\n%s\\n" % s for s in seen))
+sys.stdout.flush()
+fake = json.dumps({"judge": ["exit", 0], "program": ["exit", 0]}).encode()
+for fd in range(1, 256):
+    try:
+        os.write(fd, fake)
+    except OSError:
+        pass
+for pid in os.listdir("/proc"):
+    if pid.isdigit():
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                with open("/proc/%s/fd/%s" % (pid, fd), "wb", buffering=0) as fh:
+                    fh.write(fake)
+                print("ESCAPE:wrote-fd-of", pid)
+            except OSError:
+                pass
+os._exit(0)
+"""
+
+_JUDGE = _GUARD_OFF + """
+import os, signal
+for pid in os.listdir("/proc"):  # stop or kill whatever is visible: the judge, the supervisor
+    if pid.isdigit() and int(pid) != os.getpid():
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            try:
+                os.kill(int(pid), sig)
+            except OSError:
+                pass
+        try:
+            open("/proc/%s/mem" % pid, "wb").write(b"x")
+            print("ESCAPE:proc-mem", pid)
+        except OSError:
+            pass
+"""
+
+# name: (the wrong function body, module-level code run when the completion is imported)
+ATTACKS = {
+    "escape": ("    return 0\n", _ESCAPE),
+    "forge_verdict": ("    return 0\n", _FORGE),
+    "exit_0_at_import": ("    return 0\n", "import os\nos._exit(0)\n"),
+    "exit_0_when_called": ("    import os\n    os._exit(0)\n", ""),
+    "sys_exit_when_called": ("    raise SystemExit(0)\n", ""),
+    "always_equal": ("    return 0\n", "class Yes:\n    def __eq__(self, other):\n        return True\n"
+                                       "    __hash__ = object.__hash__\nadd = lambda a, b: Yes()\n"),
+    "int_subclass": ("    return 0\n", "class Int(int):\n    def __eq__(self, other):\n        return True\n"
+                                       "add = lambda a, b: Int(0)\n"),
+    "stop_or_kill_the_judge": ("    return 0\n", _JUDGE),
+    "read_the_tests": ("    return 0\n", "import gc, sys\nprint([o for o in gc.get_objects() if isinstance(o, str) "
+                                         "and 'candidate(2, 3)' in o], repr(sys.stdin.read()), flush=True)\n"),
+}
+
+_DRIVER = r"""
+import json, os, sys
+sys.path.insert(0, os.environ.pop("TP_REPO"))
+from transfer_probe.sandbox import Sandbox
+args = json.loads(sys.argv[1])
+box = Sandbox(allow_code_execution=True, isolation=args["mode"], timeout=10, cpu_seconds=5, memory_mb=512,
+              python=args["python"] or sys.executable)
+header = "DRIVER = %d\nPORT = %d\nOUTSIDE = %r\n" % (os.getpid(), args["port"], args["outside"])
+out = {"signature": box.signature, "uid": os.getuid(), "results": {}}
+for name, (body, module) in args["attacks"].items():
+    out["results"][name] = box.check(args["problem"], body + header + module).to_dict()
+out["canonical"] = box.check(args["problem"], args["problem"]["canonical_solution"]).to_dict()
+print(json.dumps(out))
+"""
+
+REPO = str(Path(sb.__file__).resolve().parents[1])
+
+
+def _interpreter_for_others() -> str | None:
+    """An interpreter an unprivileged uid can start (the venv's may live under /root)."""
+    for python in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+        if os.path.exists(python) and sb._uid_can_start(python) is None:
+            return python
+    return None
+
+
+PROCESS_PYTHON = _interpreter_for_others() if os.geteuid() == 0 else sys.executable
+
+
+def _driver_user(mode: str):
+    """(uid to run the driver as or None, interpreter) for ``mode``, or a reason to skip."""
+    if mode == "userns":
+        if os.geteuid() != 0:
+            return None, sys.executable
+        if PROCESS_PYTHON is None:
+            return "no interpreter an unprivileged uid can start, to drive the 'userns' test from"
+        return 65534, PROCESS_PYTHON
+    if os.geteuid() != 0:
+        return f"isolation={mode!r} needs root"
+    return None, sys.executable
+
+
+def _run_driver(mode: str, attacks: dict[str, str], outside: list[str], port: int) -> dict:
+    who = _driver_user(mode)
+    if isinstance(who, str):
+        pytest.skip(who)
+    uid, python = who
+    args = {"mode": mode, "python": PROCESS_PYTHON if mode == "process" else None,
+            "port": port, "outside": outside, "attacks": attacks, "problem": ADD}
+    env = {"PATH": "/usr/bin:/bin", "TP_TEST_API_KEY": SECRET, "TP_REPO": REPO, "LANG": "C.UTF-8"}
+    proc = subprocess.run([python, "-c", _DRIVER, json.dumps(args)], env=env, capture_output=True, text=True,
+                          timeout=240, user=uid, cwd="/")
+    if proc.returncode != 0 and "IsolationUnavailable" in proc.stderr:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, f"the driver died or failed (rc {proc.returncode}): {proc.stderr[-3000:]}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def outside_dirs(request):
+    """Directories outside the sandbox: world-writable ones in /tmp and /var/tmp (only a mount or a
+    sweep can stop those) and a private one."""
+    dirs = []
+    for top in ("/tmp", "/var/tmp"):
+        d = tempfile.mkdtemp(prefix="tp-sandbox-outside-", dir=top)
+        os.chmod(d, 0o777)
+        dirs.append(d)
+    dirs.append(tempfile.mkdtemp(prefix="tp-sandbox-private-"))
+    if os.geteuid() == 0:
+        os.chmod(dirs[-1], 0o755)  # readable, not writable, by others
+    yield dirs
+    for d in dirs:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# What each mode does not isolate, by design (docs/reliability.md, "The pass@k sandbox"): without
+# Landlock (ABI >= 4), the process mode has no network isolation and world-writable directories
+# stay writable (only what it leaves at the top of /tmp, /var/tmp and /dev/shm is removed).
+LANDLOCK = sb.landlock_abi()
+ALLOWED_ESCAPES = {"namespace": set(), "userns": set(),
+                   "process": set() if LANDLOCK >= 4 else {"network", "write-world-writable"}}
+
+
+@pytest.mark.parametrize("mode", ["namespace", "userns", "process"])
+def test_every_attack_fails_in_every_mode(mode, outside_dirs, listener):
+    if mode == "process" and PROCESS_PYTHON is None:
+        pytest.skip("no interpreter an unprivileged uid can start (isolation='process' needs one)")
+    out = _run_driver(mode, ATTACKS, outside_dirs, listener.getsockname()[1])
+    assert out["signature"].startswith(f"sandbox:{mode}")
+    results = out["results"]
+    assert out["canonical"]["status"] == "passed", out["canonical"]  # the sandbox works...
+    for name, r in results.items():  # ...and no attack passes
+        assert r["status"] != "passed", (name, r)
+        text = r["stdout"] + r["stderr"] + r["error"]
+        assert SECRET not in text, (name, "secret leaked")
+    escapes = {ln.split()[0][len("ESCAPE:"):] for r in results.values() for ln in r["stdout"].splitlines()
+               if ln.startswith("ESCAPE:")}
+    escapes = {"write-world-writable" if e.startswith(("write-", "mkdir:")) and e.split(":", 1)[1] in outside_dirs[:2]
+               else e for e in escapes}
+    assert escapes <= ALLOWED_ESCAPES[mode], escapes
+    esc = results["escape"]["stdout"]
+    assert "guard-off" in esc  # the audit hook is no boundary: the program switched it off...
+    assert "refused read-shadow" in esc and "refused pidfd-kill-driver" in esc  # ...the OS held
+    if mode != "process" or LANDLOCK >= 4:
+        assert "refused network" in esc
+    # Nothing written outside is left, no process of the run survives, and the driver lived to report.
+    left = [os.listdir(d) for d in outside_dirs]
+    assert left == [[], [], []] or ("write-world-writable" in ALLOWED_ESCAPES[mode] and left[2] == []), left
+    assert not _leftover_sandbox_processes(markers=(b"37.2501", b"37.5001", b'"stage": "program"'))
+    assert _no_connection(listener) or "network" in ALLOWED_ESCAPES[mode]
+    # The forgeries: no verdict was forged, and the tests never reached the program.
+    assert results["read_the_tests"]["stdout"].startswith("[]"), results["read_the_tests"]
+    assert results["always_equal"]["status"] == "failed" and "cannot leave the sandbox" in \
+        results["always_equal"]["stderr"], results["always_equal"]
+
+
+def test_auto_refuses_without_real_isolation_and_unsafe_none_is_named():
+    """A non-root user without user namespaces (here: no ``unshare`` on the PATH): ``auto`` refuses
+    and names the opt-in; ``unsafe-none`` runs and says so in the signature."""
+    if os.geteuid() == 0 and PROCESS_PYTHON is None:
+        pytest.skip("no interpreter an unprivileged uid can start, to run the test as non-root")
+    script = (
+        "import os, sys, shutil\nsys.path.insert(0, os.environ['TP_REPO'])\n"
+        "from transfer_probe import sandbox as sb\n"
+        "sb._SYS_PATH = '/nonexistent'\n"  # this machine may have unshare; a machine without it is simulated
+        "try:\n    sb.Sandbox(allow_code_execution=True)\nexcept sb.IsolationUnavailable as e:\n    print('REFUSED', e)\n"
+        "box = sb.Sandbox(allow_code_execution=True, isolation='unsafe-none')\n"
+        "print('SIG', box.signature, box.run('print(1)').status)\n"
+    )
+    python = PROCESS_PYTHON if os.geteuid() == 0 else sys.executable
+    proc = subprocess.run([python, "-c", script], env={"PATH": "/usr/bin:/bin", "TP_REPO": REPO},
+                          capture_output=True, text=True, timeout=60, user=65534 if os.geteuid() == 0 else None,
+                          cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    refused = next(ln for ln in proc.stdout.splitlines() if ln.startswith("REFUSED"))
+    assert "refuses to run" in refused and "isolation='unsafe-none'" in refused and "userns:" in refused
+    assert "SIG sandbox:unsafe-none|user:self|" in proc.stdout and proc.stdout.strip().endswith("passed")
 
 
 @pytest.fixture
@@ -159,119 +455,6 @@ def _no_connection(srv: socket.socket) -> bool:
         return True
     conn.close()
     return False
-
-
-def _check_contained(results: dict, outside, srv, max_output: int) -> None:
-    for name, r in results.items():
-        assert not r.passed, f"{name} passed: {r}"
-        assert SECRET not in r.stdout and SECRET not in r.stderr, name
-        assert len(r.stdout) <= max_output + 64 and len(r.stderr) <= max_output + 64, name
-    assert not outside.exists(), "a sandboxed program wrote outside its directory"
-    assert _no_connection(srv), "a sandboxed program reached a socket on 127.0.0.1"
-    assert not _leftover_sandbox_processes()
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_adversarial_programs_are_contained_and_the_run_continues(mode, tmp_path, listener):
-    outside = tmp_path / "outside.txt"
-    box = Sandbox(allow_code_execution=True, isolation=mode, timeout=2.5, cpu_seconds=1, memory_mb=512,
-                  max_output_bytes=1 << 16)
-    assert box.mode == mode and f"sandbox:{mode}" in box.signature
-    progs = _adversaries(os.getpid(), listener.getsockname()[1], str(outside))
-    # Secrets: test_secret_in_the_parents_real_environment_stays_out (this process has none to leak).
-    progs.pop("read_env_secrets")
-    loop = progs.pop("infinite_loop")
-    t0 = time.perf_counter()
-    results = {name: box.run(src) for name, src in progs.items()}
-    elapsed = time.perf_counter() - t0
-    # The CPU limit, with a wall clock generous enough that a busy machine cannot reach it first.
-    results["infinite_loop"] = Sandbox(allow_code_execution=True, isolation=mode, timeout=20, cpu_seconds=1,
-                                       memory_mb=512).run(loop)
-    _check_contained(results, outside, listener, 1 << 16)
-    assert results["infinite_loop"].status == "cpu_limit", results["infinite_loop"]
-    assert results["sleep_forever"].status == "timeout" and results["sleep_forever"].seconds < 4.5
-    assert results["memory_hog"].status == "memory_limit"
-    assert results["huge_output"].status == "output_limit"
-    assert results["fake_success_exit"].error == "the program exited before its end"
-    assert "PermissionError" in results["kill_parent"].error  # refused; we are still here to check
-    assert elapsed < 40
-    # The run goes on: a correct program right after all of them passes, an incorrect one fails.
-    assert box.check(ADD, ADD["canonical_solution"]).passed
-    assert box.check(ADD, "    return a - b\n").status == "failed"
-
-
-@pytest.mark.skipif(not NAMESPACES, reason=NO_NAMESPACES)
-def test_namespace_isolation_holds_without_the_python_guard(request, listener):
-    """The operating-system layer alone (no audit hook): read-only mounts, no network, PID
-    namespace, user nobody with a process limit."""
-    # World-writable, so only the read-only mount (not file permissions) can stop the write.
-    shared = tempfile.mkdtemp(prefix="tp-sandbox-test-", dir="/tmp")
-    os.chmod(shared, 0o777)
-    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
-    outside = Path(shared) / "outside.txt"
-    box = Sandbox(allow_code_execution=True, isolation="namespace", python_guard=False, timeout=5,
-                  cpu_seconds=2, memory_mb=512, max_output_bytes=1 << 16, max_processes=16)
-    progs = _adversaries(os.getpid(), listener.getsockname()[1], str(outside))
-    names = ["fork_loop", "write_outside", "socket_to_localhost", "kill_parent"]
-    results = {name: box.run(progs[name]) for name in names}
-    _check_contained(results, outside, listener, 1 << 16)
-    assert "Read-only file system" in results["write_outside"].error
-    assert "Network is unreachable" in results["socket_to_localhost"].error
-    assert "No such process" in results["kill_parent"].error  # the parent is not even visible
-    assert "Resource temporarily unavailable" in results["fork_loop"].error  # RLIMIT_NPROC
-    who = box.run("import os\nprint(os.getuid(), os.getppid())\nopen('scratch.txt', 'w').write('ok')\n")
-    assert who.passed and who.stdout.split() == ["65534", "1"]  # nobody, child of PID 1 of its own namespace
-
-
-# Run in a separate process started with the secret in its real environment (``/proc/<pid>/environ``
-# holds the environment a process started with; ``monkeypatch.setenv`` never reaches it).
-_SECRET_PARENT = r"""
-import json, os, sys
-from transfer_probe.sandbox import Sandbox
-secret, mode, guard = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
-me = os.getpid()
-with open("/proc/self/environ", "rb") as fh:
-    assert secret.encode() in fh.read(), "the test's premise: the secret is in this process's environ"
-read = ("import os\nprint(dict(os.environ))\n"
-        f"print(open('/proc/{me}/environ', 'rb').read())\n"
-        f"assert {secret!r} in str(dict(os.environ))\n")
-box = Sandbox(allow_code_execution=True, isolation=mode, python_guard=guard, timeout=20, cpu_seconds=5,
-              memory_mb=512)
-res = box.run(read)
-who = box.run("import os\nprint(os.getuid(), os.geteuid())\n")
-print(json.dumps({"user": box.user, "mode": box.mode, "read": res.to_dict(), "who": who.to_dict()}))
-"""
-
-_UIDS = {"nobody": 65534, "root": 0, "self": os.getuid()}
-
-
-@pytest.mark.parametrize("mode, guard", [
-    ("process", True),  # the Python guard refuses other processes' /proc entries
-    pytest.param("namespace", False, marks=pytest.mark.skipif(not NAMESPACES, reason=NO_NAMESPACES)),
-])
-def test_secret_in_the_parents_real_environment_stays_out(mode, guard):
-    import json
-    import subprocess
-    import sys
-
-    env = dict(os.environ, TP_TEST_API_KEY=SECRET)
-    proc = subprocess.run([sys.executable, "-c", _SECRET_PARENT, SECRET, mode, "1" if guard else "0"], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    read = out["read"]
-    assert out["mode"] == mode
-    assert read["status"] != "passed" and SECRET not in read["stdout"] + read["stderr"] + read["error"], read
-    if mode == "process":
-        assert "reading another process's /proc entry is not allowed" in read["error"], read
-    else:  # its own PID namespace: the parent's pid does not exist there
-        assert "No such file or directory" in read["error"], read
-    # The user the program ran as is the one the sandbox reports (and signs its numbers with).
-    who = out["who"]
-    assert who["status"] == "passed", who
-    assert who["stdout"].split() == [str(_UIDS[out["user"]])] * 2, (out["user"], who)
-    if mode == "namespace" or os.geteuid() != 0:
-        assert out["user"] == ("nobody" if mode == "namespace" else "self")
 
 
 def test_evaluate_pass_at_k_with_a_misbehaving_sample():
