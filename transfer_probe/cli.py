@@ -29,27 +29,67 @@ class CLIError(Exception):
     """A problem with the user's input: printed as one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block), like every other error of the command."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+def _number(text: str, what: str, ok, *, integer: bool = False) -> float:
+    """An argparse type: ``text`` as a number that passes ``ok``, else a one-line error saying ``what``."""
+    try:
+        v = int(text) if integer else float(text)
+    except ValueError:
+        v = None
+    if v is None or not math.isfinite(v) or not ok(v):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return v
+
+
+def _tokens_arg(text: str) -> float:
+    return _number(text, "a positive, finite number of tokens", lambda v: v > 0)
+
+
+def _target_arg(text: str) -> float:
+    return _number(text, "a positive, finite score (or loss) to reach", lambda v: v > 0)
+
+
+def _level_arg(text: str) -> float:
+    return _number(text, "a level between 0 and 1, e.g. 0.9", lambda v: 0 < v < 1)
+
+
+def _count_arg(text: str) -> int:
+    return int(_number(text, "a positive integer", lambda v: v >= 1, integer=True))
+
+
+def _lr_arg(text: str) -> float:
+    return _number(text, "a positive, finite learning rate", lambda v: v > 0)
+
+
 def _add_fit_options(p: argparse.ArgumentParser, *, ce: bool) -> None:
     p.add_argument("file", help="history file (history.jsonl) or any CSV / TSV / JSON Lines table")
-    p.add_argument("--x", default="tokens", help="column with pre-training tokens D_p (default: tokens)")
-    p.add_argument("--y", default="bleu", help="column / metric to fit (default: bleu)")
+    # None: not given (diagnose then picks the score metric of a history itself).
+    p.add_argument("--x", default=None, help="column with pre-training tokens D_p (default: tokens)")
+    p.add_argument("--y", default=None, help="column / metric to fit (default: bleu)")
     if ce:
-        p.add_argument("--ce", default="cross_entropy",
-                       help="cross-entropy-type column for the misalignment contrast (default: cross_entropy; "
-                            "'none' to disable)")
+        p.add_argument("--ce", default=None,
+                       help="cross-entropy-type column for the misalignment contrast (default: cross_entropy, "
+                            "when present; 'none' to disable)")
     p.add_argument("--task", help="only this task (history files with several tasks)")
-    p.add_argument("--finetune-size", type=int, help="only this fine-tuning size D_f (examples)")
-    p.add_argument("--budget", type=float, help="planned pre-training tokens; predict there (e.g. 2e10)")
-    p.add_argument("--target", type=float, help="target score; report tokens needed to reach it")
+    p.add_argument("--finetune-size", type=_count_arg, help="only this fine-tuning size D_f (examples)")
+    p.add_argument("--run-id", help="only this run (history files holding several runs)")
+    p.add_argument("--budget", type=_tokens_arg, help="planned pre-training tokens; predict there (e.g. 2e10)")
+    p.add_argument("--target", type=_target_arg, help="target score; report tokens needed to reach it")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="transfer-probe",
         formatter_class=_formatter,
         description="Probe downstream transfer during pre-training: fit scaling laws to probe results, "
@@ -88,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--law", default=None,
                    help="law name: log, power, saturating, transfer, chinchilla or one from a plugin "
                         "(default: log for scores, power for losses)")
-    p.add_argument("--interval", type=float, default=0.9, help="prediction interval level (default: 0.9)")
+    p.add_argument("--interval", type=_level_arg, default=0.9, help="prediction interval level (default: 0.9)")
 
     p = sub.add_parser(
         "diagnose", formatter_class=_formatter, help="verdict per task and D_f: aligned, misaligned, law_break...",
@@ -109,8 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("files", nargs="+", help="history files")
     p.add_argument("-o", "--output", default="transfer_probe_report.html", help="HTML file to write")
-    p.add_argument("--budget", type=float, help="planned pre-training tokens (marked, predicted at)")
-    p.add_argument("--target", type=float, help="target BLEU (marked)")
+    p.add_argument("--run-id", help="only this run (history files holding several runs)")
+    p.add_argument("--budget", type=_tokens_arg, help="planned pre-training tokens (marked, predicted at)")
+    p.add_argument("--target", type=_target_arg, help="target BLEU (marked)")
 
     p = sub.add_parser(
         "probe", formatter_class=_formatter, help="probe existing checkpoints after the fact",
@@ -129,14 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True, help="test data (JSON Lines / CSV / TSV)")
     p.add_argument("--src", default="en", help="source language key (default: en)")
     p.add_argument("--tgt", default="de", help="target language key (default: de)")
-    p.add_argument("--finetune-size", type=int, action="append", dest="finetune_sizes",
+    p.add_argument("--finetune-size", type=_count_arg, action="append", dest="finetune_sizes",
                    help="D_f, examples (repeatable; default: 1000)")
-    p.add_argument("--steps", type=int, help="fine-tuning steps per probe")
-    p.add_argument("--lr", type=float, help="fine-tuning learning rate")
-    p.add_argument("--batch-size", type=int, help="fine-tuning batch size")
-    p.add_argument("--repeats", type=int, default=1, help="independent fine-tunes per point (default: 1)")
+    p.add_argument("--steps", type=_count_arg, help="fine-tuning steps per probe")
+    p.add_argument("--lr", type=_lr_arg, help="fine-tuning learning rate")
+    p.add_argument("--batch-size", type=_count_arg, help="fine-tuning batch size")
+    p.add_argument("--repeats", type=_count_arg, default=1, help="independent fine-tunes per point (default: 1)")
     p.add_argument("--baseline", action="store_true", help="also probe a randomly initialized model")
-    p.add_argument("--tokens-per-step", type=float, help="tokens per optimizer step, when checkpoints do "
+    p.add_argument("--tokens-per-step", type=_tokens_arg, help="tokens per optimizer step, when checkpoints do "
                    "not record num_input_tokens_seen")
     p.add_argument("--device", help="device for the fine-tunes (cpu, cuda:0, ...)")
     p.add_argument("-o", "--output", default="transfer_probe_history.jsonl", help="history file to append to")
@@ -148,20 +189,56 @@ def build_parser() -> argparse.ArgumentParser:
 # --- commands -------------------------------------------------------------------------------------
 
 
-def _select(rows: list[dict], task: str | None, finetune_size: int | None) -> list[dict]:
+def _select(rows: list[dict], task: str | None, finetune_size: int | None, run_id: str | None = None) -> list[dict]:
     from transfer_probe.history import group_key
 
     out = rows
+    if run_id is not None:
+        out = [r for r in out if r.get("run_id") is not None and str(r.get("run_id")) == run_id]
     if task is not None:
         out = [r for r in out if str(r.get("task")) == task]
     if finetune_size is not None:
         out = [r for r in out if group_key(r)[1] in (finetune_size, float(finetune_size))]
     if not out and rows:
-        asked = " ".join(f"{flag} {v}" for flag, v in (("--task", task), ("--finetune-size", finetune_size))
-                         if v is not None)
+        asked = " ".join(f"{flag} {v}" for flag, v in (("--run-id", run_id), ("--task", task),
+                                                         ("--finetune-size", finetune_size)) if v is not None)
         tasks = sorted({str(r.get("task")) for r in rows if r.get("task") is not None})
-        raise CLIError(f"no rows match {asked}" + (f"; tasks in the file: {', '.join(tasks)}" if tasks else ""))
+        known = f"; tasks in the file: {', '.join(tasks)}" if tasks else ""
+        if run_id is not None:
+            runs = _run_ids(rows)
+            known += f"; runs in the file: {', '.join(runs)}" if runs else "; the file records no run_id"
+        raise CLIError(f"no rows match {asked}{known}")
     return out
+
+
+def _run_ids(rows: list[dict]) -> list[str]:
+    return sorted({str(r["run_id"]) for r in rows if r.get("kind", "probe") == "probe" and r.get("run_id") is not None})
+
+
+def _one_run(rows: list[dict], path: str) -> None:
+    """Points of different runs are not one curve: never fit or diagnose them together silently."""
+    runs = _run_ids(rows)
+    if len(runs) > 1:
+        raise CLIError(f"{path} holds {len(runs)} runs ({', '.join(runs)}); pick one with --run-id RUN")
+
+
+def _metrics_of(rows: list[dict]) -> list[str]:
+    from transfer_probe.history import probe_records
+
+    return sorted({m for r in probe_records(rows) for m in (r.get("metrics") or {})})
+
+
+def _check_x_values(rows: list[dict], x: str) -> None:
+    """Every token value of a table must be a number >= 0; an empty cell is a missing value (skipped)."""
+    for col in (c.strip() for c in x.split(",")):
+        for i, r in enumerate(rows):
+            v = r.get(col)
+            try:
+                t = float(v) if v is not None and not isinstance(v, bool) else math.nan
+            except (TypeError, ValueError):
+                t = math.nan
+            if v is not None and not (math.isfinite(t) and t >= 0):
+                raise CLIError(f"row {i + 1}: column {col!r} (--x) must be a number >= 0, got {v!r}")
 
 
 def _is_history(rows: list[dict]) -> bool:
@@ -183,10 +260,35 @@ def _load(path: str) -> list[dict]:
     return rows
 
 
+def _fit_input(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """The rows ``fit`` reads, checked: tokens usable, one run unless the law spans runs."""
+    from transfer_probe import laws
+    from transfer_probe.diagnose.api import check_tokens
+    from transfer_probe.history import probe_records
+
+    rows = _select(_load(args.file), args.task, args.finetune_size, args.run_id)
+    law_name = args.law or ("power" if _looks_like_loss(args.y or "bleu") else "log")
+    try:
+        law_cls = laws.get_law(law_name)
+    except KeyError as err:
+        raise CLIError(str(err).strip("'\"")) from None
+    if _is_history(rows):
+        try:
+            check_tokens(probe_records(rows))
+        except ValueError as err:
+            raise CLIError(f"{args.file}: {err}") from None
+    else:
+        _check_x_values(rows, args.x or "tokens")
+    if getattr(law_cls, "ndim", 1) == 1:  # chinchilla and transfer combine runs (model sizes) by design
+        _one_run(rows, args.file)
+    return rows, law_name
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from transfer_probe import laws
 
-    rows = _select(_load(args.file), args.task, args.finetune_size)
+    rows, law_name = _fit_input(args)
+    args.x, args.y = args.x or "tokens", args.y or "bleu"
     groups = _groups(rows) if _is_history(rows) else {(None, None): rows}
     if args.law == "transfer" and _is_history(rows):
         # The transfer law spans fine-tuning sizes: one fit per task over all its D_f.
@@ -194,7 +296,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
         for (task, _df), grows in groups.items():
             by_task.setdefault((task, "all"), []).extend(grows)
         groups = by_task
-    law_name = args.law or ("power" if _looks_like_loss(args.y) else "log")
     out = []
     for (task, df), grows in groups.items():
         try:
@@ -270,16 +371,30 @@ def _inverse(fit, y: float, interval: float) -> dict:
         return {"target": y, "status": "not_available", "why": str(err)}
 
 
+def _check_history_columns(rows: list[dict], args: argparse.Namespace) -> None:
+    """--x/--y/--ce on a history: name what it records, or fail (never a verdict on another metric)."""
+    if args.x not in (None, "tokens"):
+        raise CLIError(f"--x {args.x}: a history file is diagnosed against its tokens; --x names a column of a "
+                       "table (CSV / JSON Lines)")
+    have = _metrics_of(rows)
+    for flag, name in (("--y", args.y), ("--ce", args.ce)):
+        if name not in (None, "", "none") and name not in have:
+            raise CLIError(f"{flag} {name}: no probe record holds that metric; recorded: {', '.join(have) or 'none'}")
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from transfer_probe import diagnose as dg
 
-    rows = _select(_load(args.file), args.task, args.finetune_size)
-    ce = None if args.ce in (None, "", "none") else args.ce
+    rows = _select(_load(args.file), args.task, args.finetune_size, args.run_id)
+    ce = None if args.ce in ("", "none") else (args.ce or "cross_entropy")
     try:
         if _is_history(rows):
-            verdicts = dg.diagnose_all(rows, budget_tokens=args.budget, target=args.target)
+            _check_history_columns(rows, args)
+            _one_run(rows, args.file)
+            verdicts = dg.diagnose_all(rows, budget_tokens=args.budget, target=args.target, metric=args.y, ce=ce)
         else:
-            verdicts = {(None, None): dg.diagnose_rows(rows, x=args.x, y=args.y, ce=ce,
+            _one_run(rows, args.file)
+            verdicts = {(None, None): dg.diagnose_rows(rows, x=args.x or "tokens", y=args.y or "bleu", ce=ce,
                                                        budget_tokens=args.budget, target=args.target)}
     except KeyError as err:
         raise CLIError(str(err).strip("'\"")) from None
@@ -293,18 +408,53 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_input_file(f: str) -> None:
+    p = Path(f)
+    if not p.exists():
+        raise CLIError(f"{f}: no such file")
+    if p.is_dir():
+        found = next((c for c in (p / "transfer_probe" / "history.jsonl", p / "history.jsonl") if c.is_file()), None)
+        raise CLIError(f"{f} is a directory, not a history file" + (f"; did you mean {found}?" if found else
+                                                                    " (give .../transfer_probe/history.jsonl)"))
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from transfer_probe.report import write_report
 
     for f in args.files:
-        if not Path(f).exists():
-            raise CLIError(f"{f}: no such file")
+        _check_input_file(f)
     try:
-        out = write_report(args.files, args.output, budget_tokens=args.budget, target=args.target)
+        if args.run_id is not None:
+            out = _write_run_report(args)
+        else:
+            out = write_report(args.files, args.output, budget_tokens=args.budget, target=args.target)
     except OSError as err:
         raise CLIError(f"cannot write the report to {args.output}: {err.strerror or err}") from None
     print(f"report written to {out}")
     return 0
+
+
+def _write_run_report(args: argparse.Namespace) -> Path:
+    """``report --run-id``: the records of that run only, written as ``write_report`` writes."""
+    from transfer_probe.history import read_history
+    from transfer_probe.report import check_output, render_report
+
+    check_output(args.output, args.files)
+    sources = [(Path(f), read_history(f)) for f in args.files]
+    runs = sorted({run for _, recs in sources for run in _run_ids(recs)})
+    if args.run_id not in runs:
+        raise CLIError(f"no records of --run-id {args.run_id}; runs in the files: {', '.join(runs) or 'none'}")
+    sources = [(p, [r for r in recs if str(r.get("run_id")) == args.run_id]) for p, recs in sources]
+    page = render_report(sources, budget_tokens=args.budget, target=args.target)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:  # never half a report in place of the old one
+        tmp.write_text(page, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -321,9 +471,34 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
-    from transfer_probe.posthoc import probe_checkpoints
+def _check_writable(path: str) -> None:
+    """The history file, or the first existing folder above it, must be writable (checked before
+    any fine-tune: finding out after the probes ran would waste them)."""
+    p = Path(path).absolute()
+    if p.is_dir():
+        raise CLIError(f"-o {path} is a directory; give a file, e.g. {Path(path) / 'history.jsonl'}")
+    there = p
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if there != p and not there.is_dir():
+        raise CLIError(f"-o {path}: cannot write there: {there} is not a directory")
+    if not os.access(there, os.W_OK | (os.X_OK if there.is_dir() else 0)):
+        raise CLIError(f"-o {path}: cannot write there: {there} is not writable")
 
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from transfer_probe import plugins
+    from transfer_probe.posthoc import probe_checkpoints
+    from transfer_probe.probe import device_problem
+
+    try:
+        plugins.get_task_type(args.task_type)
+    except KeyError as err:
+        raise CLIError(f"--task-type {args.task_type}: {err}") from None
+    problem = device_problem(args.device)
+    if problem:
+        raise CLIError(f"--device {args.device}: {problem}")
+    _check_writable(args.output)
     n = probe_checkpoints(args)
     print(f"{n} probe records appended to {args.output}")
     return 0

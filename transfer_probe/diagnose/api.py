@@ -43,6 +43,7 @@ def diagnose(
     """
     th = thresholds or DEFAULT_THRESHOLDS
     recs = probe_records(records)
+    check_tokens(recs)
     pre = [r for r in recs if r.get("pretrained", True)]
     if not pre:
         raise ValueError("diagnose: no successful probe record of a pretrained model among the records "
@@ -134,8 +135,8 @@ def diagnose_rows(
     for i, r in enumerate(rows):
         tokens = _num(r.get(x))
         score = _num(r.get(y))
-        if tokens is None:
-            raise ValueError(f"row {i + 1}: column {x!r} must be a number of tokens, got {r.get(x)!r}")
+        if tokens is None or tokens < 0:
+            raise ValueError(f"row {i + 1}: column {x!r} must be a number of tokens >= 0, got {r.get(x)!r}")
         if score is None:
             continue
         metrics = {y: score}
@@ -167,6 +168,21 @@ def diagnose_rows(
         rec["repeat"] = seen.get(k, 0)
         seen[k] = rec["repeat"] + 1
     return diagnose(recs, budget_tokens, target, metric=y, ce=ce, **kwargs)
+
+
+def check_tokens(records: Iterable[Mapping[str, Any]], key: str = "tokens") -> None:
+    """``ValueError`` for a record whose tokens are missing, NaN, infinite or negative.
+
+    Such a value cannot be placed on the curve: dropping the record would hide it, and a value <= 0
+    would make a pretrained record count as the no-pretraining baseline.
+    """
+    for r in records:
+        v = r.get(key)
+        t = _num(v)
+        if t is None or t < 0:
+            where = ", ".join(f"{k} {r[k]!r}" for k in ("run_id", "task", "step") if r.get(k) is not None)
+            raise ValueError(f"a probe record has {key}={v!r}, not a number of tokens >= 0"
+                             + (f" ({where})" if where else ""))
 
 
 # The diagnosis itself
