@@ -230,7 +230,7 @@ os.kill(-1, signal.SIGKILL)  # every process it may signal: whatever survives mu
 
 # Item 10: forge the verdict. Collect every string reachable (frames, gc), print each as a line of
 # its own (the old end-of-program marker), write a fake verdict to every fd this process or any
-# other has open, then leave with status 0.
+# other has open, kill every process it may, then leave with status 0.
 _FORGE = """
 import gc, json, os, sys
 seen = set()
@@ -252,7 +252,7 @@ for fd in range(1, 256):
     except OSError:
         pass
 for pid in os.listdir("/proc"):
-    if pid.isdigit():
+    if pid.isdigit() and int(pid) != os.getpid():
         try:
             fds = os.listdir("/proc/%s/fd" % pid)
         except OSError:
@@ -264,6 +264,8 @@ for pid in os.listdir("/proc"):
                 print("ESCAPE:wrote-fd-of", pid)
             except OSError:
                 pass
+sys.stdout.flush()
+os.kill(-1, 9)  # then kill whatever it may (the supervisor, the judge) so that only the fake is left
 os._exit(0)
 """
 
