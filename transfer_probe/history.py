@@ -183,12 +183,12 @@ def iter_history(path: str | os.PathLike, *, strict: bool = False) -> Iterator[t
         raise FileNotFoundError(f"history file not found: {path}")
     with open(path, encoding="utf-8", errors="replace") as fh:
         for i, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text:
-                continue
             try:
-                obj = json.loads(text)
+                obj = _decode(line)  # surrounding whitespace is allowed: no strip() per line
             except json.JSONDecodeError as err:
+                text = line.strip()
+                if not text:
+                    continue
                 obj = jsonl.salvage(text)
                 if obj is not None:
                     logger.warning("transfer_probe | %s:%d: a torn record precedes this record on the line; "
@@ -197,11 +197,17 @@ def iter_history(path: str | os.PathLike, *, strict: bool = False) -> Iterator[t
                     continue
                 else:
                     raise ValueError(f"{path}:{i}: not a JSON object ({err.msg}); is this a history file?") from None
-            if not isinstance(obj, dict):
+            if type(obj) is not dict:
                 raise ValueError(f"{path}:{i}: expected a JSON object per line, got {type(obj).__name__}")
-            obj.setdefault("schema", 0)
-            obj.setdefault("kind", "probe")
+            if "kind" not in obj:
+                obj.setdefault("schema", 0)
+                obj["kind"] = "probe"
+            elif "schema" not in obj:
+                obj["schema"] = 0
             yield i, obj
+
+
+_decode = json.JSONDecoder().decode  # json.loads without its per-call argument handling
 
 
 def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
@@ -260,20 +266,20 @@ def check_record(record: Mapping[str, Any]) -> str | None:
     NaN metric value is not a problem here: it is a missing value, left out of the means.
     """
     fs = record.get("finetune_size")
-    df = fs.get("examples") if isinstance(fs, Mapping) else fs
+    df = fs.get("examples") if isinstance(fs, dict) or isinstance(fs, Mapping) else fs
     if isinstance(df, (list, dict)):
         return f"finetune_size is {_short(fs)}: {_FS_EXPECTED}"
     rid = record.get("run_id")
     if isinstance(rid, (list, dict)):
         return f"run_id is {_short(rid)}: expected a string"
     tok = record.get("tokens")
-    if tok is not None and not isinstance(tok, (int, float)):
+    if tok is not None and type(tok) is not float and type(tok) is not int:
         try:
             float(tok)
         except (TypeError, ValueError):
             return f"tokens is {_short(tok)}: expected a number"
     m = record.get("metrics")
-    if m is not None and not isinstance(m, Mapping):
+    if m is not None and type(m) is not dict and not isinstance(m, Mapping):
         return f"metrics is {_short(m)}: expected an object of metric values"
     return None
 
@@ -309,7 +315,10 @@ class _Point:
             vals = self.values.get(m)
             if vals is None:
                 vals = self.values[m] = array("d")
-            if _finite(v):
+            if type(v) is float:  # the common case, without _finite's call and float()
+                if v - v == 0.0:  # finite: nan - nan and inf - inf are nan
+                    vals.append(v)
+            elif _finite(v):
                 vals.append(float(v))
 
 
@@ -472,9 +481,8 @@ def load_table(path: str | os.PathLike) -> list[dict]:
         raise ValueError(f"{path} is a directory; give a history file (history.jsonl) or a CSV / JSON Lines file")
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson", ".json"}:
-        text = path.read_text(encoding="utf-8").lstrip()
-        if text.startswith("["):
-            rows = json.loads(text)
+        if _first_char(path) == "[":  # a JSON array; anything else is read line by line, not whole
+            rows = json.loads(path.read_text(encoding="utf-8"))
             if not all(isinstance(r, dict) for r in rows):
                 raise ValueError(f"{path}: a JSON array must hold objects, one per row")
             return rows
@@ -491,6 +499,14 @@ def load_table(path: str | os.PathLike) -> list[dict]:
                 raise ValueError(f"{path}: empty file, expected a header row")
             return [{k: _maybe_float(v) for k, v in row.items()} for row in reader]
     raise ValueError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .csv or .tsv")
+
+
+def _first_char(path: Path) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        while chunk := fh.read(4096):
+            if chunk.strip():
+                return chunk.lstrip()[0]
+    return ""
 
 
 def _maybe_float(v: Any) -> Any:
