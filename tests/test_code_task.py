@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from transfer_probe import sandbox
 from transfer_probe.sandbox import ALLOW_ENV, CodeExecutionNotAllowed, Sandbox
 from transfer_probe.tasks.code import CodeTask, extract_functions, truncate_completion
 
@@ -185,6 +186,27 @@ def test_from_humaneval_jsonl_and_opt_in(humaneval_file, monkeypatch):
                                       finetune_sizes=[10])
 
 
+def test_sandbox_options_are_checked_when_the_task_is_built():
+    pairs = [(_problem(i)["prompt"], _problem(i)["canonical_solution"]) for i in range(2)]
+    problems = [_problem(i) for i in range(2)]
+
+    def build(options):
+        return CodeTask(pairs, pairs, problems=problems, n_samples=2, pass_k=[1], allow_code_execution=True,
+                        finetune_sizes=[2],
+                        sandbox_options=options)
+
+    with pytest.raises(ValueError, match=r"unknown sandbox_options \['isolaton'\]; valid keys: .*isolation"):
+        build({"isolaton": "userns"})
+    with pytest.raises(ValueError, match="isolation must be one of"):
+        build({"isolation": "docker"})
+    # An isolation this machine lacks is said now, not as failed probes later.
+    missing = next((m for m in ("namespace", "userns") if sandbox.isolation_unavailable_reason(m)), None)
+    if missing:
+        with pytest.raises(sandbox.IsolationUnavailable, match=f"isolation='{missing}' is not available here"):
+            build({"isolation": missing})
+    assert build({"isolation": "unsafe-none", "timeout": 3}).sandbox_options["isolation"] == "unsafe-none"
+
+
 # ---------------------------------------------------------------------------------------------
 # Real probes
 
@@ -216,7 +238,10 @@ def test_real_probe_with_pass_at_k(arch, toy_code_task, request, make_snapshot, 
     assert m["pass@1"] <= m["pass@2"] <= m["pass@4"] <= 1.0
     assert record["metrics_ci"]["pass@1"][0] <= m["pass@1"] <= record["metrics_ci"]["pass@1"][1]
     sig = record["metric_signatures"]["pass@1"]
-    assert "n:4" in sig and "temperature:0.5" in sig and "sandbox:" in sig and "problems:4" in sig
+    assert "n:4" in sig and "temperature:0.5" in sig and "problems:4" in sig
+    # The isolation the samples ran under (issue 12, item 11) travels with the number.
+    box = Sandbox(allow_code_execution=True, **toy_code_task.sandbox_options)
+    assert sig.endswith(box.signature) and f"sandbox:{box.mode}|user:{box.user}|" in sig
     counts = dict(kv.split("=") for kv in record["metric_signatures"]["pass@k_samples"].split(","))
     assert sum(int(v) for v in counts.values()) == 16
 

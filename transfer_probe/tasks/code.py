@@ -54,7 +54,9 @@ class CodeTask(TextPairTask):
     ``problems`` (optional) is one HumanEval-format dict (or ``None``) per test pair: where present,
     pass@k for each ``k`` in ``pass_k`` is estimated from ``n_samples`` completions sampled at
     ``temperature``/``top_p``, ``sandbox_workers`` programs at a time in sandboxes built with
-    ``sandbox_options`` (see :class:`~transfer_probe.sandbox.Sandbox`). That executes generated code, so it needs the opt-in
+    ``sandbox_options`` (see :class:`~transfer_probe.sandbox.Sandbox`; ``isolation`` defaults to real OS
+    isolation and refuses without it, ``"unsafe-none"`` opts out by name; checked when the task is
+    built, and recorded in every pass@k signature). That executes generated code, so it needs the opt-in
     (``allow_code_execution=True`` or ``TRANSFER_PROBE_ALLOW_CODE_EXECUTION=1``), checked when the
     task is built; ``n_samples=0`` measures without pass@k.
 
@@ -136,9 +138,24 @@ class CodeTask(TextPairTask):
                     "TRANSFER_PROBE_ALLOW_CODE_EXECUTION=1 (the code runs in transfer_probe.sandbox), or pass "
                     "n_samples=0 to measure cross-entropy, exact match, BLEU and chrF without pass@k."
                 )
+            self._check_sandbox_options()
         # Resolved here and pickled with the task, so a worker process or Ray node that lacks the
         # environment variable honours the user's decision.
         self.allow_code_execution = self.wants_pass_at_k
+
+    def _check_sandbox_options(self) -> None:
+        """Build the sandbox once now, so a typo or an isolation this machine lacks is an error at
+        construction, not a failed probe much later."""
+        import dataclasses
+
+        from transfer_probe.sandbox import Sandbox
+
+        valid = {f.name for f in dataclasses.fields(Sandbox)} - {"allow_code_execution"}
+        unknown = sorted(set(self.sandbox_options) - valid)
+        if unknown:
+            raise ValueError(f"task {self.name!r}: unknown sandbox_options {unknown}; "
+                             f"valid keys: {', '.join(sorted(valid))}")
+        Sandbox(allow_code_execution=True, **self.sandbox_options)  # ValueError / IsolationUnavailable
 
     # -- properties -----------------------------------------------------------------------------
     @property
