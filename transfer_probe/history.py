@@ -273,6 +273,11 @@ def check_record(record: Mapping[str, Any]) -> str | None:
     if isinstance(rid, (list, dict)):
         return f"run_id is {_short(rid)}: expected a string"
     tok = record.get("tokens")
+    if record.get("kind", "probe") == "probe" and isinstance(record.get("metrics"), Mapping) and not (
+            type(tok) in (int, float) and 0 <= tok < math.inf):
+        # A probe result off the curve: None would count as 0 tokens (the baseline), NaN as no point.
+        if not _finite(tok) or float(tok) < 0:
+            return f"tokens is {_short(tok)}: expected a number of tokens >= 0"
     if tok is not None and type(tok) is not float and type(tok) is not int:
         try:
             float(tok)
