@@ -270,3 +270,152 @@ def test_disk_full_during_training_loses_no_record_and_training_goes_on(
     assert [r["step"] for r in probes] == [2, 4]
     assert _lines_are_whole(hist)
     assert sum("cannot write to the history" in m for m in caplog.messages) == 1
+
+
+# -- 4 and 5. the process executor: two live runs in one output_dir; killed and resumed ------------
+
+def _start_killable_run(tokenizer, translation_files, tmp_path, out, block_step):
+    """tests/_kill_run.py in its own process, blocked after submitting its point of ``block_step``:
+    (process, run_id, its worker's pid)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tokenizer.save_pretrained(tmp_path / "tok")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_kill_run.py"), str(tmp_path / "tok"),
+                             str(translation_files.dir), str(out), str(block_step)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    for line in proc.stdout:
+        if line.startswith("BLOCKED"):
+            _, run_id, worker = line.split()
+            return proc, run_id, int(worker)
+    raise AssertionError(f"the training script ended without blocking (exit {proc.wait()})")
+
+
+def _alive(pid) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, only not reaped
+    except OSError:
+        return False
+
+
+def _gone_within(pid, seconds) -> bool:
+    """Whether ``pid`` ends within ``seconds``; killed if not, so no test leaves it behind."""
+    import signal
+    import time
+
+    end = time.monotonic() + seconds
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        return False
+    return True
+
+
+def _kill(proc):
+    import signal
+
+    proc.kill() if proc.poll() is None else None
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_second_live_run_in_the_same_output_dir_leaves_the_first_runs_snapshots_alone(
+        tiny_gpt2, tiny_tokenizer, translation_pairs, translation_files, tmp_path, caplog):
+    from transfer_probe.snapshot import MARKER_FILENAME, RunSnapshots, load_snapshot
+
+    out = tmp_path / "run"
+    a, run_a, worker_a = _start_killable_run(tiny_tokenizer, translation_files, tmp_path, out, block_step=2)
+    try:
+        snaps = out / "transfer_probe" / "snapshots"
+        a_snap = snaps / run_a / "step-2"
+        assert (a_snap / MARKER_FILENAME).is_file()  # waiting behind A's baseline probe
+        marker = (a_snap / MARKER_FILENAME).read_bytes()
+        # Run B: a real Trainer in this process, same output_dir, process executor, probes at steps 2 and 4.
+        probe = TransferProbeCallback([small_task(translation_files)], every_tokens=2 * 4 * SEQ_LEN, seq_len=SEQ_LEN,
+                                      executor="process", executor_options={"num_threads": 1},
+                                      finetune=quick_finetune(max_steps=1), end_timeout=120)
+        trainer = make_trainer(tiny_gpt2, tiny_tokenizer, lm_examples(tiny_tokenizer, translation_pairs["train"]),
+                               out, max_steps=4, callbacks=[probe])
+        with caplog.at_level(logging.INFO, logger="transfer_probe"):
+            trainer.train()
+        assert probe.run_id != run_a
+        # A's snapshot is untouched (before: B removed it at start, then wrote its own step-2 there).
+        assert (a_snap / MARKER_FILENAME).read_bytes() == marker and load_snapshot(a_snap).step == 2
+        assert not any("removed" in m for m in caplog.messages)
+        told = [m for m in caplog.messages if "another live run" in m]
+        assert len(told) == 1 and run_a in told[0] and f"pid {a.pid}" in told[0]
+        b_recs = [r for r in read_history(out / "transfer_probe" / "history.jsonl", strict=True)
+                  if r["kind"] == "probe" and r["run_id"] == probe.run_id]
+        assert sorted((r["step"], r["pretrained"], r["status"]) for r in b_recs) == [
+            (0, False, "ok"), (2, True, "ok"), (4, True, "ok")]  # B lost no probe
+        assert not (snaps / probe.run_id).exists()  # B's folder, released at its end
+    finally:
+        _kill(a)
+    assert _gone_within(worker_a, 10), "A's worker outlived its training process"
+    # Now A is dead: its folder is an orphan, and the next run cleans it.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        RunSnapshots.claim(snaps, "c").release()
+    assert not (snaps / run_a).exists()
+    assert any(f"removed 1 snapshot(s) left by run {run_a} (pid {a.pid}, no longer running)" in m
+               for m in caplog.messages)
+
+
+def test_a_killed_process_run_resumes_as_the_same_run_and_every_submitted_point_gets_its_record(
+        tiny_gpt2, tiny_tokenizer, translation_pairs, translation_files, tmp_path, caplog):
+    out = tmp_path / "run"
+    proc, run_id, worker = _start_killable_run(tiny_tokenizer, translation_files, tmp_path, out, block_step=4)
+    # At the kill: the worker is inside the baseline probe, steps 2 and 4 wait; nothing is recorded yet.
+    _kill(proc)
+    assert _gone_within(worker, 10), "the worker outlived its training process"
+    hist = out / "transfer_probe" / "history.jsonl"
+    assert not hist.exists() or read_history(hist) == []
+    probe = TransferProbeCallback([small_task(translation_files)], every_tokens=2 * 4 * SEQ_LEN, seq_len=SEQ_LEN,
+                                  executor="process", executor_options={"num_threads": 1, "max_pending": 4},
+                                  finetune=quick_finetune(max_steps=1), end_timeout=120)
+    trainer = make_trainer(tiny_gpt2, tiny_tokenizer, lm_examples(tiny_tokenizer, translation_pairs["train"]),
+                           out, max_steps=6, save_steps=2, callbacks=[probe])
+    with caplog.at_level(logging.INFO, logger="transfer_probe"):
+        trainer.train(resume_from_checkpoint=str(out / "checkpoint-4"))
+    assert probe.run_id == run_id  # before: a new run_id (no record to take it from)
+    recs = [r for r in read_history(hist, strict=True) if r["kind"] == "probe"]
+    # Every point submitted before the kill (baseline, 2, 4) and the new one (6): one record each, ok.
+    assert sorted((r["step"], r["pretrained"], r["status"]) for r in recs) == [
+        (0, False, "ok"), (2, True, "ok"), (4, True, "ok"), (6, True, "ok")]
+    assert {r["run_id"] for r in recs} == {run_id}
+    assert [r["schedule"]["reasons"] for r in recs if r["step"] in (2, 4)] == [
+        ["resubmitted: no record before the restart"]] * 2
+    assert not (out / "transfer_probe" / "snapshots" / run_id).exists()
+
+
+def test_records_the_dead_process_never_judged_get_their_verdict_on_resume(
+        tiny_gpt2, tiny_tokenizer, translation_pairs, translation_files, tmp_path, make_snapshot):
+    from transfer_probe.probe import ProbeJob, run_probe
+
+    hist = tmp_path / "transfer_probe" / "history.jsonl"
+    task = small_task(translation_files)
+    train = lm_examples(tiny_tokenizer, translation_pairs["train"])
+
+    def probe():
+        return TransferProbeCallback([task], every_tokens=10**9, seq_len=SEQ_LEN, baseline=False,
+                                     finetune=quick_finetune(max_steps=1))
+
+    first = probe()
+    make_trainer(tiny_gpt2, tiny_tokenizer, train, tmp_path, max_steps=1, save_steps=1, callbacks=[first]).train()
+    # What the worker wrote after its training process died: a probe record no verdict follows.
+    snap = make_snapshot(tiny_gpt2, tokens=4 * SEQ_LEN, step=1)
+    record = run_probe(ProbeJob(snapshot=snap, task=task, finetune_size=32, config=quick_finetune(max_steps=1),
+                                run_id=first.run_id))
+    HistoryWriter(hist).append(record)
+    second = probe()
+    make_trainer(tiny_gpt2, tiny_tokenizer, train, tmp_path, max_steps=2, callbacks=[second]).train(
+        resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    recs = read_history(hist, strict=True)
+    assert second.run_id == first.run_id
+    assert [(r["kind"], r["run_id"]) for r in recs] == [("probe", first.run_id), ("verdict", first.run_id)]
+    assert (recs[1]["task"], recs[1]["finetune_size"], recs[1]["status"]) == (
+        "en-fr", {"examples": 32}, "insufficient_data")
