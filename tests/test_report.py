@@ -66,3 +66,16 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     subprocess.run([*common, "--window-size=1200,1600", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, text=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_long_tables_are_cut_with_a_count_of_the_rows_left_out(tmp_path, monkeypatch):
+    from transfer_probe import report as rp
+
+    monkeypatch.setattr(rp, "MAX_TABLE_ROWS", 6)
+    w = HistoryWriter(tmp_path / "history.jsonl")
+    w.extend(history_records(seed=2))  # 8 probe points + the baseline: 9 rows
+    page = write_report([w.path], tmp_path / "r.html").read_text()
+    table = page.split("<h3>Probes</h3>")[1].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 6 + 1  # header, 3 first + 3 last rows, the note
+    assert "... 3 more probe points (not shown) ..." in table
+    assert "baseline (no pre-training)" in table  # the last rows are kept

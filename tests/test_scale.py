@@ -1,0 +1,80 @@
+"""Large histories (issue 12, item 12), scaled down: the streamed reader gives the same fits and
+verdicts as the records read whole, holds far less than the file, and the report's size does not grow
+with the number of lines. ``benchmarks/bench_scale.py`` measures the full-size case (10^6 lines)."""
+
+import json
+import tracemalloc
+
+import pytest
+
+from tests._synthetic import history_records
+from transfer_probe import cli, laws
+from transfer_probe import diagnose as dg
+from transfer_probe.history import load_table, read_history
+from transfer_probe.report import write_report
+
+GROUPS = [("en-fr", 50, 0), ("en-fr", 500, 1), ("en-de", 50, 2), ("en-de", 500, 3)]
+
+
+def _history(path, repeats, failed_every=100):
+    """4 (task, D_f) groups x (8 points + baseline) x ``repeats``; every ``failed_every``-th line a failed
+    probe with its own error text, and a verdict line per point."""
+    n = 0
+    with open(path, "w") as fh:
+        for task, df, seed in GROUPS:
+            for r in history_records(repeats=repeats, seed=seed, task=task, df=df, noise=2.0):
+                n += 1
+                if n % failed_every == 0:
+                    r = {**r, "status": "failed", "metrics": {}, "error": f"RuntimeError: out of memory #{n}"}
+                fh.write(json.dumps(r) + "\n")
+                if r.get("repeat") == 0 and r["pretrained"]:
+                    fh.write(json.dumps({"kind": "verdict", "run_id": "run-a", "task": task, "finetune_size": df,
+                                         "tokens": r["tokens"], "status": "aligned",
+                                         "message": f"{task} D_f={df}: aligned at {r['tokens']:.3g}"}) + "\n")
+    return n
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    path = tmp_path_factory.mktemp("scale") / "history.jsonl"
+    assert _history(path, repeats=550) >= 19_800  # ~2 x 10^4 lines
+    return path
+
+
+def test_streamed_fits_and_verdicts_equal_those_of_the_records_read_whole(big, capsys):
+    assert cli.main(["fit", str(big), "--json"]) == 0
+    streamed = {(e["task"], e["finetune_size"]): e["fit"] for e in json.loads(capsys.readouterr().out)}
+    whole = read_history(big)  # the in-memory path: every record, then the same fit per group
+    for task, df, _ in GROUPS:
+        grp = [r for r in whole if r["kind"] == "probe" and r["task"] == task and r["finetune_size"]["examples"] == df
+               and r["pretrained"]]
+        want = laws.fit_rows(grp, y="bleu", law="log").to_dict()
+        assert want["ok"] and streamed[(task, df)]["params"] == want["params"]
+        assert streamed[(task, df)]["stderr"] == want["stderr"]
+    assert cli.main(["diagnose", str(big), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = [v.to_dict() for v in dg.diagnose_all(whole).values()]
+    assert len(got) == 4 and json.dumps(got, sort_keys=True, default=str) == json.dumps(
+        json.loads(json.dumps(want, default=cli._jsonable)), sort_keys=True, default=str)
+
+
+def test_reading_holds_a_small_fraction_of_the_file(big):
+    size = big.stat().st_size
+    tracemalloc.start()
+    try:
+        rows = load_table(big)  # what the CLI's fit and diagnose read
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(rows) < 300  # one record per probe point (+ failed points and verdicts), not per line
+    assert peak < size / 5, f"peak {peak / 1e6:.1f} MB reading a {size / 1e6:.1f} MB history"
+
+
+def test_report_size_does_not_grow_with_the_number_of_lines(big, tmp_path):
+    small = tmp_path / "small.jsonl"
+    _history(small, repeats=55)  # a tenth of the lines, the same probe points
+    sizes = [write_report([p], tmp_path / f"{p.stem}.html").stat().st_size for p in (small, big)]
+    page = (tmp_path / "history.html").read_text()
+    assert page.count("data:image/png;base64,") == 8
+    assert "more distinct log lines (not shown)" in page  # 50 failed probes per group: 40 shown
+    assert sizes[1] < 1.15 * sizes[0], sizes
