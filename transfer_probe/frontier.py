@@ -466,7 +466,7 @@ def _curves_on_grid(n, logc, y, run, n_grid: int):
     for r, name in enumerate(names):
         m = inverse == r
         if np.unique(n[m]).size > 1:
-            raise ValueError(f"run {name!r} has several model sizes ({', '.join(f'{v:.3g}' for v in np.unique(n[m]))}): "
+            raise ValueError(f"run {str(name)!r} has several model sizes ({', '.join(f'{v:.3g}' for v in np.unique(n[m]))}): "
                              f"give a run column that tells the runs apart")
         sizes[r] = n[m][0]
         order = np.argsort(logc[m], kind="stable")
