@@ -235,8 +235,10 @@ def _check_generates(model_config: Any) -> None:
         with torch.device("meta"):  # the class and its generate(), without allocating weights
             model = auto.from_config(model_config)
     except Exception as err:  # noqa: BLE001 - any reason the probe could not rebuild the model
-        raise ValueError(f"a probe rebuilds the model with {auto.__name__}.from_config(config), which fails for "
-                         f"{type(model_config).__name__}: {str(err).splitlines()[0] if str(err) else err!r}") from None
+        why = (str(err).splitlines() or [repr(err)])[0].strip("'\".")
+        raise ValueError(f"a probe rebuilds the model with {auto.__name__}.from_config(config) to fine-tune it and "
+                         f"generate, which fails for {type(model_config).__name__}: {why}; use a language model "
+                         "that can generate (a causal or seq2seq LM)") from None
     if not model.can_generate():
         raise ValueError(f"{type(model).__name__} cannot generate, and a probe scores generated text; "
                          "use a model with a language-modelling head")
