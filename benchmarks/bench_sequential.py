@@ -16,6 +16,7 @@ flat family), side by side: the ratio is how much of the attainable detection th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -46,7 +47,7 @@ def families():
 def run(y_true, rng, th, laws, name_is_healthy):
     y = y_true + rng.standard_normal(N)
 
-    looks = replay(X, y, np.ones(N), np.ones(N), 1e-3, th, support=law_support(X, y, th.z_warmup) if laws else None)
+    looks = replay(X, y, np.ones(N), np.ones(N), 1e-3, th, support=law_support(X, y, th.z_warmup, th.z_support_each) if laws else None)
     conf = {lk["t"] for lk in looks if lk["state"] == "confirmed"}
     healthy = y_true if name_is_healthy else SAT
     oracle = [max(float(np.mean(y[t - k + 1:t + 1] - healthy[t - k + 1:t + 1])) * -np.sqrt(k)
@@ -59,13 +60,21 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--model-free", action="store_true",
                     help="the model-free test alone, without the laws' support of a two-probe first signal")
+    ap.add_argument("--z-support", type=float, default=DEFAULT_THRESHOLDS.z_support,
+                    help="the laws' confirmation threshold (default %(default)s)")
+    ap.add_argument("--z-support-each", type=float, default=DEFAULT_THRESHOLDS.z_support_each,
+                    help="how far below the laws each of the two newest probes must be (default %(default)s)")
+    ap.add_argument("--only", nargs="*", help="run only these families (e.g. flat saturating)")
     args = ap.parse_args()
-    th = DEFAULT_THRESHOLDS
+    th = dataclasses.replace(DEFAULT_THRESHOLDS, z_support=args.z_support, z_support_each=args.z_support_each)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()
     laws = not args.model_free
     healthy = ("flat", "saturating", "log-law (rising)")
-    res = {name: [run(y, rng, th, laws, name in healthy) for _ in range(args.runs)] for name, y in families().items()}
+    fams = {k: v for k, v in families().items() if not args.only or k.split(" (")[0] in args.only or k in args.only}
+    if "flat" not in fams:
+        fams = {"flat": families()["flat"], **fams}  # the oracle's threshold is set on it
+    res = {name: [run(y, rng, th, laws, name in healthy) for _ in range(args.runs)] for name, y in fams.items()}
     first = th.min_points - 1
     fa = float(np.mean([bool(c) for c, _ in res["flat"]]))
     omax = np.array([o.max() for _, o in res["flat"]])

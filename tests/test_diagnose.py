@@ -385,7 +385,7 @@ def test_the_laws_back_a_two_probe_first_signal_into_a_confirmed_break():
     """A fall of 2 BLEU (3.3 noise SDs of a point) over the newest two probes of a noisy rising run:
     the model-free test alone does not confirm it (z below the confirm threshold); both laws fitted to
     the earlier probes put those probes 5.3 SDs below their predictions, which confirms it at the
-    default z_holdout=3 and not at 6: the threshold bites."""
+    default z_support=2 and not at 6: the threshold bites; nor when each probe must be 6 SDs below."""
     t = np.geomspace(1e8, 1e10, 10)
     y = 10 + 3.0 * np.log(t / 1e8) + np.random.default_rng(5).normal(0, 0.6, 10)
     y[8:] = y[7] - 2.0
@@ -393,7 +393,8 @@ def test_the_laws_back_a_two_probe_first_signal_into_a_confirmed_break():
     v = diagnose(recs)
     assert v.status == "misaligned" and v.stats["break"]["by"] == "laws"
     assert v.history[-1]["z2"] < v.stats["thresholds"]["confirm"] and 3.0 < v.stats["break"]["z_confirm"] < 6.0
-    assert diagnose(recs, thresholds=with_thresholds(z_holdout=6.0)).status == "suspected"
+    assert diagnose(recs, thresholds=with_thresholds(z_support=6.0)).status == "suspected"
+    assert diagnose(recs, thresholds=with_thresholds(z_support_each=6.0)).status == "suspected"
     # on a flat, noisy stretch the laws are not asked (they would extrapolate a rise that never was)
     from transfer_probe.diagnose.fits import law_support
     flat = np.zeros(10)

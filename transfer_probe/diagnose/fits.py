@@ -261,10 +261,10 @@ def below_laws(x: np.ndarray, y: np.ndarray, s: np.ndarray, k: int, kinds=("log"
     return out
 
 
-def law_support(x: np.ndarray, y: np.ndarray, z_rise: float):
+def law_support(x: np.ndarray, y: np.ndarray, z_rise: float, z_each: float = 1.0):
     """The laws' backing for a first break signal at look ``t``, as ``replay`` asks for it: how far the
     newest two probes sit below both laws fitted to the probes before them (the smaller of the two),
-    provided each of the two is below both laws on its own (by 1.645 SDs).
+    provided each of the two is below both laws on its own (by ``z_each`` SDs).
     Only where the earlier probes rose beyond noise (by ``z_rise`` SDs, first three against the three
     before the suffix): a law fitted to a flat, noisy stretch extrapolates a rise the data never had."""
     def support(t: int, sd: np.ndarray) -> float:
@@ -276,7 +276,7 @@ def law_support(x: np.ndarray, y: np.ndarray, z_rise: float):
             return float("nan")
         b = below_laws(x[:t + 1], y[:t + 1], sd[:t + 1], 2)
         # each of the two probes must be below both laws on its own: one crashed probe is not a break
-        if not b or not min(b["log_each"], b["saturating_each"]) > 1.645:
+        if not b or not min(b["log_each"], b["saturating_each"]) > z_each:
             return float("nan")
         return min(b["log"], b["saturating"])
 

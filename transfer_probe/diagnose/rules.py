@@ -151,7 +151,7 @@ class Diagnosis(LawRules):
         """The sequential break test replayed over every look; the newest look's state."""
         th = self.th
         looks = replay(x, y, self.sigma if self.known else None, self.n_rep[self.w:], self.res, th,
-                       support=F.law_support(x, y, th.z_warmup))
+                       support=F.law_support(x, y, th.z_warmup, th.z_support_each))
         self.history = [{"tokens": lk["tokens"], "state": lk["state"], "z1": lk["z1"], "z2": lk["z2"]} for lk in looks]
         now = looks[-1]
         self.stats["break"] = {k: now.get(k) for k in ("state", "z1", "z2", "z", "level", "now", "since", "z_reverse",

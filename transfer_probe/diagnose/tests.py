@@ -134,7 +134,7 @@ def replay(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, n_rep: np.nda
     or more probes, without its lowest) passes the confirm threshold, or ``z1`` does at a point
     re-measured with extra repeats, or when a two-probe signal is supported by the laws: ``support(t, sd)`` (how far, in SDs,
     the newest two probes sit below what the laws fitted to the earlier ones predict) passes
-    ``th.z_holdout``. A confirmed break stands until a probe sets a new best beyond noise above the
+    ``th.z_support``. A confirmed break stands until a probe sets a new best beyond noise above the
     level it fell from. Returns one dict per look from ``th.min_points - 1`` on.
     """
     n = len(y)
@@ -191,8 +191,8 @@ def _confirmation(t, z1, z2, a1, a2, cal, remeasured, support, sd, th) -> tuple[
     zs = support(t, sd) if support is not None else float("nan")
     if not math.isfinite(zs):
         return None, {}
-    if zs > th.z_holdout and a2[0] is not None:
-        return a2, {"by": "laws", "z_confirm": round(zs, 3), "threshold": th.z_holdout, "z_support": round(zs, 3)}
+    if zs > th.z_support and a2[0] is not None:
+        return a2, {"by": "laws", "z_confirm": round(zs, 3), "threshold": th.z_support, "z_support": round(zs, 3)}
     return None, {"z_support": round(zs, 3)}
 
 
