@@ -1536,7 +1536,7 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
     >>> fit_rows(rows, x="tokens", y="loss", law="power").ok
     True
     """
-    rows = [r for r in rows]
+    rows = rows if isinstance(rows, list) else list(rows)
     if not rows:
         raise ValueError("no rows to fit: the file is empty")
     law_cls = get_law(law)
@@ -1558,14 +1558,11 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
     for c in cols:
         if not any(c in r for r in rows):
             raise ValueError(f"column {c!r} not found; available columns: {', '.join(available)}")
-    data = []
-    for r in rows:
-        vals = [_num(r.get(c)) for c in cols]
-        if all(math.isfinite(v) for v in vals):
-            data.append(vals)
-    if not data:
+    # Column by column into arrays: no per-row list (a 10^6-row table would hold ~150 MB of them).
+    arr = np.column_stack([np.fromiter((_num(r.get(c)) for r in rows), dtype=float, count=len(rows)) for c in cols])
+    arr = arr[np.all(np.isfinite(arr), axis=1)]
+    if not len(arr):
         raise ValueError(f"no row has numeric values in all of {cols}")
-    arr = np.array(data, dtype=float)
     xs = arr[:, 0] if isinstance(x, str) else tuple(arr[:, i] for i in range(len(names)))
     ys = arr[:, len(names)]
     sg = arr[:, len(names) + 1] if sigma else None
