@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from transfer_probe.frontier import (
     isoflop_frontier,
     law_frontier,
 )
-from transfer_probe.laws import ChinchillaLaw, PowerLaw
+from transfer_probe.laws import PowerLaw
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -58,7 +57,7 @@ def training_curves(sizes, lengths=(1, 3, 10), noise=0.003, seed=0):
             d = np.geomspace(2e7, 20 * s * k, 40)
             offset = noise * rng.standard_normal()
             y = loss(s, d) * np.exp(offset + noise * rng.standard_normal(d.size))
-            rows += [{"run": f"{s:.3g}-{k}x", "N": s, "D": float(t), "loss": float(v)} for t, v in zip(d, y)]
+            rows += [{"run": f"{s:.3g}-{k}x", "N": s, "D": float(t), "loss": float(v)} for t, v in zip(d, y, strict=True)]
     return rows
 
 
@@ -180,7 +179,7 @@ def test_envelope_refuses_with_too_few_sizes_and_censors_switches_at_run_ends():
 
 def test_law_frontier_matches_the_law_exponent_and_compute_optimal():
     N, D = np.meshgrid(np.geomspace(1e7, 1e10, 5), np.geomspace(1e9, 1e12, 5))
-    rows = [{"N": n, "D": d, "loss": float(loss(n, d))} for n, d in zip(N.ravel(), D.ravel())]
+    rows = [{"N": n, "D": d, "loss": float(loss(n, d))} for n, d in zip(N.ravel(), D.ravel(), strict=True)]
     fit = fit_frontier(rows, approach=3, n_bootstrap=10)
     assert fit.a == pytest.approx(TRUE_A, abs=1e-3) and fit.b == pytest.approx(1 - TRUE_A, abs=1e-3)
     assert fit.n_opt(1e21)[0] == pytest.approx(float(true_n_opt(1e21)), rel=1e-2)

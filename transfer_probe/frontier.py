@@ -332,7 +332,7 @@ def _result(approach: int, est: np.ndarray, boot: list, opts: Mapping[str, Any],
     names = ("a", "log_kN", "b", "log_kD")
     return FrontierResult(
         approach=approach, a=float(est[0]), a_interval=a_iv, b=float(est[2]), b_interval=b_iv,
-        params={k: float(v) for k, v in zip(names, est)}, stderr={k: float(v) for k, v in zip(names, sd)},
+        params={k: float(v) for k, v in zip(names, est, strict=True)}, stderr={k: float(v) for k, v in zip(names, sd, strict=True)},
         interval=level, points=points, compute_range=tuple(float(v) for v in compute_range), excluded=excluded,
         notes=list(notes), settings={**settings, "interval": level, "n_bootstrap": n_boot, "seed": opts.get("seed"),
                                      "bootstrap_failed": failed},
@@ -500,7 +500,7 @@ def _switch_points(S, grid, logs) -> tuple[np.ndarray, np.ndarray, list[dict], l
     w0, w1 = win[k], win[k + 1]
     seen = present[w0, k] & present[w0, k + 1] & present[w1, k] & present[w1, k + 1]
     xs, vs, points, excluded = [], [], [], []
-    for i, j in sorted({(min(a, b), max(a, b)) for a, b in zip(w0, w1)}):
+    for i, j in sorted({(min(a, b), max(a, b)) for a, b in zip(w0, w1, strict=True)}):
         pair = ((w0 == i) & (w1 == j)) | ((w0 == j) & (w1 == i))
         label = f"{math.exp(logs[i]):.3g} <-> {math.exp(logs[j]):.3g}"
         if not (pair & seen).any():  # one size only starts or stops being present there: censored
@@ -676,7 +676,7 @@ def fit_frontier(rows: Iterable[Mapping[str, Any]], approach: int | str, x: str 
     if approach == 2:
         result = isoflop_frontier(n, c, col[y], **options)
     elif approach == 1:
-        labels = np.array([str(r.get(run)) for r, u in zip(rows, usable) if u], dtype=object) if run else n.astype(str)
+        labels = np.array([str(r.get(run)) for r, u in zip(rows, usable, strict=True) if u], dtype=object) if run else n.astype(str)
         if not run:
             note.append("no run column: each model size taken as one curve (give run= when a size has several runs)")
         result = envelope_frontier(n, c, col[y], labels, **options)
