@@ -108,14 +108,15 @@ def _limits_programs() -> dict[str, str]:
     return {
         "sleep_forever": "import time\ntime.sleep(60)\n",
         "memory_hog": "blocks = []\nfor _ in range(64):\n    blocks.append(bytearray(64 << 20))\n",
-        "fork_loop": ("import os, time\nfor _ in range(64):\n    if os.fork() == 0:\n        time.sleep(20)\n"
-                      "        os._exit(0)\n"),
+        "fork_loop": ("import os\nfor _ in range(64):\n    if os.fork() == 0:\n"
+                      "        os.execv('/bin/sleep', ['sleep', '20.0301'])\n"),
         "huge_output": "import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * 65536)\n",
     }
 
 
-def _leftover_sandbox_processes(markers=(b'"stage": "program"', b"cfg = json.loads(sys.stdin.buffer.read())")):
-    """Live processes still running the sandbox bootstrap, or with a marker in their command line."""
+def _leftover_sandbox_processes(markers: tuple[bytes, ...]) -> list[str]:
+    """Live processes with one of ``markers`` in their command line (markers of this test only:
+    another engineer's sandbox may be running on the machine)."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
@@ -155,7 +156,7 @@ def test_limits_hold_and_the_run_continues(mode):
     assert results["memory_hog"].status == "memory_limit", results["memory_hog"]
     assert results["huge_output"].status == "output_limit", results["huge_output"]
     assert "Resource temporarily unavailable" in results["fork_loop"].error, results["fork_loop"]  # RLIMIT_NPROC
-    assert not _leftover_sandbox_processes()
+    assert not _leftover_sandbox_processes(markers=(b"20.0301",))
     # The run goes on: a correct program right after all of them passes, an incorrect one fails.
     assert box.check(ADD, ADD["canonical_solution"]).passed
     assert box.check(ADD, "    return a - b\n").status == "failed"
@@ -213,19 +214,25 @@ def connect():
     s = socket.create_connection(("127.0.0.1", PORT), timeout=2)
     s.sendall(b"escaped")
 attempt("network", connect)
-def daemon():  # double fork, new session, exec: a survivor outside the process group
+attempt("pidfd-kill-driver", lambda: signal.pidfd_send_signal(os.pidfd_open(DRIVER), signal.SIGKILL))
+attempt("kill-driver", lambda: os.kill(DRIVER, signal.SIGKILL))
+attempt("killpg-driver", lambda: os.killpg(os.getpgid(DRIVER), signal.SIGKILL))
+os.kill(-1, signal.SIGKILL)  # every process it may signal: whatever survives must not include the driver
+"""
+
+# Processes meant to outlive the run: a new session through subprocess (``_posixsubprocess.fork_exec``)
+# and a double-forked daemon, both out of the process group.
+_SURVIVE = _GUARD_OFF + """
+import os, subprocess, time
+def daemon():
     if os.fork() == 0:
         os.setsid()
         if os.fork() == 0:
             os.execv("/bin/sleep", ["sleep", "37.2501"])
         os._exit(0)
     return "forked"
-print("spawned", subprocess.Popen(["/bin/sleep", "37.5001"], start_new_session=True).pid, daemon())
+print("spawned", subprocess.Popen(["/bin/sleep", "37.5001"], start_new_session=True).pid, daemon(), flush=True)
 time.sleep(0.2)
-attempt("pidfd-kill-driver", lambda: signal.pidfd_send_signal(os.pidfd_open(DRIVER), signal.SIGKILL))
-attempt("kill-driver", lambda: os.kill(DRIVER, signal.SIGKILL))
-attempt("killpg-driver", lambda: os.killpg(os.getpgid(DRIVER), signal.SIGKILL))
-os.kill(-1, signal.SIGKILL)  # every process it may signal: whatever survives must not include the driver
 """
 
 # Item 10: forge the verdict. Collect every string reachable (frames, gc), print each as a line of
@@ -288,6 +295,7 @@ for pid in os.listdir("/proc"):  # stop or kill whatever is visible: the judge, 
 # name: (the wrong function body, module-level code run when the completion is imported)
 ATTACKS = {
     "escape": ("    return 0\n", _ESCAPE),
+    "survive": ("    return 0\n", _SURVIVE),
     "forge_verdict": ("    return 0\n", _FORGE),
     "exit_0_at_import": ("    return 0\n", "import os\nos._exit(0)\n"),
     "exit_0_when_called": ("    import os\n    os._exit(0)\n", ""),
@@ -403,13 +411,14 @@ def test_every_attack_fails_in_every_mode(mode, outside_dirs, listener):
     assert escapes <= ALLOWED_ESCAPES[mode], escapes
     esc = results["escape"]["stdout"]
     assert "guard-off" in esc  # the audit hook is no boundary: the program switched it off...
+    assert "spawned" in results["survive"]["stdout"], results["survive"]
     assert "refused read-shadow" in esc and "refused pidfd-kill-driver" in esc  # ...the OS held
     if mode != "process" or LANDLOCK >= 4:
         assert "refused network" in esc
     # Nothing written outside is left, no process of the run survives, and the driver lived to report.
     left = [os.listdir(d) for d in outside_dirs]
     assert left == [[], [], []] or ("write-world-writable" in ALLOWED_ESCAPES[mode] and left[2] == []), left
-    assert not _leftover_sandbox_processes(markers=(b"37.2501", b"37.5001", b'"stage": "program"'))
+    assert not _leftover_sandbox_processes(markers=(b"37.2501", b"37.5001"))
     assert _no_connection(listener) or "network" in ALLOWED_ESCAPES[mode]
     # The forgeries: no verdict was forged, and the tests never reached the program.
     assert results["read_the_tests"]["stdout"].startswith("[]"), results["read_the_tests"]

@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -1039,10 +1040,14 @@ def _signame(sig: int) -> str:
         return str(sig)
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Ended|Exit|Interrupt)\b")
+
+
 def _first_error(lines: list[str]) -> str:
-    """The program's own error rather than the judge's "it ended": the first exception line."""
-    errors = [ln for ln in lines if ln and not ln.startswith((" ", "Traceback", "During handling", "The above"))]
-    return errors[0] if errors else ""
+    """The program's own error rather than the judge's "it ended": the first exception line (the
+    program may print anything to stderr, so only lines that name an exception count)."""
+    errors = [ln for ln in lines if _EXCEPTION_LINE.match(ln)]
+    return errors[0] if errors else (lines[-1] if lines else "")
 
 
 def _private(path: str, flags: int) -> int:
