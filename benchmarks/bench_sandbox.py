@@ -15,7 +15,12 @@ import subprocess
 import sys
 import time
 
-from transfer_probe.sandbox import Sandbox, humaneval_program, namespace_isolation_available
+from transfer_probe.sandbox import (
+    Sandbox,
+    humaneval_program,
+    isolation_unavailable_reason,
+    namespace_isolation_available,
+)
 
 PROBLEM = {
     "task_id": "bench/0",
@@ -47,7 +52,9 @@ def main() -> None:
         return lambda: subprocess.run([sys.executable, "-I", "-S", "-c", src], check=True, capture_output=True)
 
     rows.append(("bare `python -I -S -c` (floor)", _time(bare("pass"), args.runs), _time(bare(check), args.runs)))
-    setups = [("process isolation + guard", dict(isolation="process"))]
+    setups = []
+    if isolation_unavailable_reason("process") is None:  # root, and others can read this interpreter
+        setups.append(("process isolation + guard", dict(isolation="process")))
     if namespace_isolation_available():
         setups += [("namespace isolation + guard (default here)", dict(isolation="namespace")),
                    ("namespace isolation, no guard", dict(isolation="namespace", python_guard=False))]

@@ -426,6 +426,22 @@ def test_every_attack_fails_in_every_mode(mode, outside_dirs, listener):
         results["always_equal"]["stderr"], results["always_equal"]
 
 
+def test_the_judge_decides_even_without_isolation():
+    """What does not depend on isolation holds in ``unsafe-none`` too: leaving early, objects that
+    equal anything, and reading the tests all fail (attacks on other processes are not run here:
+    in that mode nothing stops them)."""
+    box = Sandbox(allow_code_execution=True, isolation="unsafe-none", timeout=10)
+    assert box.signature.startswith("sandbox:unsafe-none|user:")
+    names = ["exit_0_at_import", "exit_0_when_called", "sys_exit_when_called", "always_equal", "int_subclass",
+             "read_the_tests"]
+    results = {n: box.check(ADD, ATTACKS[n][0] + ATTACKS[n][1]) for n in names}
+    assert {n: r.status for n, r in results.items()} == dict.fromkeys(names, "failed")
+    assert results["read_the_tests"].stdout.startswith("[] ''"), results["read_the_tests"]
+    assert "ended before answering" in results["exit_0_at_import"].error
+    assert "cannot leave the sandbox" in results["int_subclass"].error
+    assert box.check(ADD, ADD["canonical_solution"]).passed
+
+
 def test_auto_refuses_without_real_isolation_and_unsafe_none_is_named():
     """A non-root user without user namespaces (here: no ``unshare`` on the PATH): ``auto`` refuses
     and names the opt-in; ``unsafe-none`` runs and says so in the signature."""
