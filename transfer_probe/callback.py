@@ -631,7 +631,9 @@ class TransferProbeCallback(TrainerCallback):
             if pretrained:
                 logs["transfer_probe/tokens"] = float(tokens or 0)
                 logs["transfer_probe/step"] = float(rec_step or 0)
-            self._trainer_log(logs, state)
+            # plotted at the step probed, not the step the result arrived (process executor); the
+            # no-pretraining baseline belongs at step 0
+            self._trainer_log(logs, state, at_step=int(rec_step or 0) if pretrained else 0)
         t = time.perf_counter()
         self._diagnose(records, state, control)
         self.timing["diagnose"] += time.perf_counter() - t
@@ -658,20 +660,30 @@ class TransferProbeCallback(TrainerCallback):
             tail += f" (probe of step {rec['step']}, reported at step {step})"
         logger.info("%s | %s%s", head, " ".join(parts), tail)
 
-    def _trainer_log(self, logs: dict[str, float], state) -> None:
+    def _trainer_log(self, logs: dict[str, float], state, at_step: int | None = None) -> None:
+        """``trainer.log(logs)``, at step ``at_step`` when given. Every integration (TensorBoard, W&B,
+        MLflow, the log history) takes the step from ``state.global_step``, so that is set to the step
+        the values belong to for the duration of the call, and restored."""
         if not logs:
             return
+        step = int(state.global_step) if at_step is None else int(at_step)
         if self.trainer is not None and hasattr(self.trainer, "log"):
             # Trainer.log ends in on_log, which clears control.should_log: inside on_step_end that would
             # swallow this step's own training-loss log (merged into the next one). Keep the flag.
             control = getattr(self.trainer, "control", None)
             should_log = getattr(control, "should_log", None)
-            self.trainer.log(dict(logs))
+            now = state.global_step
+            tstate = getattr(self.trainer, "state", state)
+            try:
+                state.global_step = tstate.global_step = step
+                self.trainer.log(dict(logs))
+            finally:
+                state.global_step = tstate.global_step = now
             if control is not None and should_log is not None:
                 control.should_log = should_log
             return
         # No trainer found (a custom loop): keep the numbers in the state's log history at least.
-        state.log_history.append({**logs, "step": state.global_step})
+        state.log_history.append({**logs, "step": step})
         if not self._warned_no_trainer:
             self._warned_no_trainer = True
             logger.warning("transfer_probe | no Trainer found to log through; call probe.attach(trainer) so "
@@ -703,6 +715,8 @@ class TransferProbeCallback(TrainerCallback):
             return
         touched = {(str(r.get("task")), _df(r)) for r in new if r.get("status") == "ok" and r.get("pretrained", True)}
         tokens = max(float(r.get("tokens") or 0) for r in new)
+        # the verdict is about the newest probe point: trackers show it at that point's step
+        probed = max((int(r.get("step") or 0) for r in new if r.get("pretrained", True)), default=None)
         for key, verdict in verdicts.items():
             task, df = str(key[0]), key[1]
             if (task, df) not in touched:
@@ -722,7 +736,7 @@ class TransferProbeCallback(TrainerCallback):
                 self._history.append(rec)
                 for sink in self.sinks:
                     _safe(sink, "on_verdict", verdict)
-                self._trainer_log(_verdict_values(task, df, verdict), state)
+                self._trainer_log(_verdict_values(task, df, verdict), state, at_step=probed)
             except Exception as exc:
                 logger.warning("transfer_probe | reporting the verdict for %s D_f=%s failed: %s", task, df, exc)
                 continue
