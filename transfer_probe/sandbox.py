@@ -187,11 +187,14 @@ def evaluate_pass_at_k(problems: Sequence[Mapping[str, Any]], completions: Seque
 
 @dataclass
 class ExecutionResult:
-    """What happened to one program: ``passed`` only if it ran to the end and exited 0.
+    """What happened to one program. ``passed``: for :meth:`Sandbox.check`, the problem's tests
+    returned in the judge; for :meth:`Sandbox.run`, the program exited 0.
 
     ``status`` is one of ``passed``, ``failed`` (an exception or non-zero exit; ``error`` has the
-    last line of the traceback), ``timeout`` (wall clock), ``cpu_limit``, ``memory_limit``,
+    first line naming an exception), ``timeout`` (wall clock), ``cpu_limit``, ``memory_limit``,
     ``output_limit``, ``killed`` (another signal), ``sandbox_error`` (the sandbox itself failed).
+    ``returncode`` is the program's exit status (negative: killed by that signal; ``None`` when the
+    judge was done first and the program was stopped).
     """
 
     status: str
@@ -1001,8 +1004,8 @@ class Sandbox:
         stdout = _read_bounded(out_path, self.max_output_bytes)
         stderr = _read_bounded(err_path, self.max_output_bytes)
         status, error = self._classify(job["role"], verdict, proc.returncode, timed_out, stdout, stderr)
-        rc = (verdict or {}).get("program") or None
-        code = rc[1] if rc and rc[0] == "exit" else (-rc[1] if rc else proc.returncode)
+        program = verdict.get("program") if verdict else None
+        code = None if not program else program[1] if program[0] == "exit" else -program[1]
         return ExecutionResult(status, code, stdout, stderr, time.perf_counter() - t0, error)
 
     def _classify(self, role: str, verdict: dict | None, rc: int | None, timed_out: bool, stdout: str,
