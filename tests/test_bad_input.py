@@ -22,7 +22,7 @@ from transfer_probe import TransferProbeCallback
 from transfer_probe.cli import main
 from transfer_probe.diagnose import diagnose, diagnose_rows
 from transfer_probe.executors import InlineExecutor, ProcessExecutor
-from transfer_probe.history import HistoryWriter, read_history
+from transfer_probe.history import HistoryWriter
 from transfer_probe.probe import FinetuneConfig
 
 
@@ -289,15 +289,14 @@ def train_data(tiny_tokenizer, translation_pairs):
 
 
 def _train_raises(model, tokenizer, train_data, tmp_path, task, match, **callback_kwargs):
-    """trainer.train() raises ``match`` at on_train_begin: no step, no history."""
+    """trainer.train() raises ``match`` at on_train_begin: no step, nothing written."""
     callback_kwargs.setdefault("finetune", quick_finetune())
     probe = TransferProbeCallback([task], every_tokens=4 * SEQ_LEN, seq_len=SEQ_LEN, **callback_kwargs)
     trainer = make_trainer(model, tokenizer, train_data, tmp_path, max_steps=2, callbacks=[probe])
     with pytest.raises(ValueError, match=match):
         trainer.train()
     assert trainer.state.global_step == 0
-    history = tmp_path / "transfer_probe" / "history.jsonl"
-    assert not history.exists() or read_history(history) == []
+    assert not (tmp_path / "transfer_probe").exists()  # found before the history or a snapshot is written
 
 
 @pytest.mark.skipif(torch.cuda.device_count() > 3, reason="this machine has a cuda:3")
