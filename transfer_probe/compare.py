@@ -52,8 +52,8 @@ from transfer_probe.diagnose.tests import warmup_end
 from transfer_probe.diagnose.verdict import jsonable
 from transfer_probe.text import format_tokens, label
 
-__all__ = ["compare_runs", "compare_histories", "RunComparison", "GroupComparison", "RunForecast", "PairOdds",
-           "lower_is_better", "METHOD"]
+__all__ = ["compare_runs", "compare_histories", "compare_group", "forecast_run", "p_beats", "RunComparison",
+           "GroupComparison", "RunForecast", "PairOdds", "lower_is_better", "METHOD"]
 
 METHOD = ("normal approximation: each run's predicted score at the budget is normal with the mean of its "
           "chosen law and the sd of the expected curve (fit uncertainty, widened by the run's own backtest "
@@ -320,6 +320,16 @@ def _measured(out: RunForecast, x: np.ndarray, y: np.ndarray, s: np.ndarray, bud
 # --------------------------------------------------------------------------------------------------
 
 
+def p_beats(a: RunForecast, b: RunForecast, higher: bool = True) -> float | None:
+    """P(run ``a``'s expected score at the budget is better than ``b``'s): the normal approximation of
+    :data:`METHOD`. None when either has no prediction."""
+    if not (a.predicted and b.predicted):
+        return None
+    d = (a.mean - b.mean) * (1.0 if higher else -1.0)
+    sd = math.hypot(a.sd, b.sd)
+    return float(norm.cdf(d / sd)) if sd > 0 else (1.0 if d > 0 else 0.0 if d < 0 else 0.5)
+
+
 def _pairs(runs: list[RunForecast], higher: bool, confidence: float) -> list[PairOdds]:
     """Every pair of runs: P(the one predicted better beats the other), normal approximation."""
     out = []
@@ -330,9 +340,7 @@ def _pairs(runs: list[RunForecast], higher: bool, confidence: float) -> list[Pai
                 out.append(PairOdds(a.run_id, b.run_id, None, False,
                                     f"{a.run_id} vs {b.run_id}: cannot compare ({missing} has no prediction)"))
                 continue
-            d = (a.mean - b.mean) * (1.0 if higher else -1.0)
-            sd = math.hypot(a.sd, b.sd)
-            p = float(norm.cdf(d / sd)) if sd > 0 else (1.0 if d > 0 else 0.0 if d < 0 else 0.5)
+            p = p_beats(a, b, higher)
             best, other, p = (a, b, p) if p >= 0.5 else (b, a, 1.0 - p)
             called = p >= confidence
             text = (f"{best.run_id} beats {other.run_id} (P {_p(p)})" if called else
@@ -421,7 +429,7 @@ def compare_runs(records: Iterable[Mapping[str, Any]] | Mapping[str, Iterable[Ma
     files read with ``history.read_history`` and concatenated, or a mapping ``{label: records}`` (the
     label then names the run). ``budget_tokens``: where to compare (default: per group, the most tokens
     any run has reached). ``metric``: default the first score recorded (bleu, chrf, exact_match,
-    pass@1, accuracy), else ``cross_entropy``; its direction is read from its name
+    pass@1, accuracy), else ``cross_entropy``, else the only metric recorded; its direction is read from its name
     (:func:`lower_is_better`) unless ``higher_is_better`` says. A pair is called at ``P >= confidence``.
 
     Raises ``ValueError`` for fewer than two runs, an unknown metric, or bad settings.
@@ -466,6 +474,8 @@ def _pick_metric(recs: list[dict]) -> str:
     for name in (*_SCORES, "cross_entropy"):
         if name in have:
             return name
+    if len(have) == 1:  # the only metric recorded: nothing to choose between
+        return next(iter(have))
     raise ValueError(f"no score among the recorded metrics {sorted(have)}; name one with metric=... (CLI: --metric)")
 
 
