@@ -213,7 +213,11 @@ def test_sandbox_options_are_checked_when_the_task_is_built():
 @pytest.fixture(scope="module")
 def toy_code_task():
     """Train: 48 functions whose body is `return 1`; test: 4 problems with tests, same pattern.
-    Learnable in a few dozen steps, so pass@k is measurably above zero."""
+    Learnable in a few dozen steps, so pass@k is measurably above zero. Needs real isolation (the
+    default): skipped, with the reason, on a machine that has none."""
+    why = sandbox.isolation_unavailable_reason("namespace") and sandbox.isolation_unavailable_reason("userns")
+    if why:
+        pytest.skip(f"no sandbox isolation on this machine: {why}")
     train = [(_problem(i)["prompt"], _problem(i)["canonical_solution"]) for i in range(100, 148)]
     problems = [_problem(i) for i in range(4)]
     test = [(p["prompt"], p["canonical_solution"]) for p in problems]
