@@ -75,7 +75,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from transfer_probe.executors import EXECUTORS, Executor
+from transfer_probe.executors import EXECUTORS, Executor, check_options
 from transfer_probe.history import HISTORY_FILENAME, HistoryWriter, read_history
 from transfer_probe.probe import FinetuneConfig, ProbeJob, check_probe_setup
 from transfer_probe.schedule import ProbePoint, ProbeSchedule, TokenCounter
@@ -322,6 +322,8 @@ class TransferProbeCallback(TrainerCallback):
             raise ValueError("TransferProbeCallback: the Trainer's model has no .config (a transformers model is needed)")
         for task in self.tasks:
             task.validate(tokenizer, config)
+        if isinstance(self.executor_cls, type):
+            check_options(self.executor_cls, dict(self.executor_options or {}))
         check_probe_setup(self.finetune, self.tasks, inner, tokenizer, executor=self.executor_cls,
                           executor_options=self.executor_options)
         self._model_config = copy.deepcopy(config)

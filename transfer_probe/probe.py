@@ -192,13 +192,9 @@ def device_problem(device: Any) -> str | None:
 def check_probe_setup(config: FinetuneConfig, tasks: Sequence[Any], model: Any, tokenizer: Any, *,
                       executor: Any = "inline", executor_options: dict[str, Any] | None = None) -> None:
     """``ValueError`` before any training step for what ``FinetuneConfig`` and the tasks cannot check
-    alone: an ``executor_options`` typo, a device this machine lacks (local executors only: a Ray
-    worker may have others), a model the probe cannot rebuild and generate with, examples longer
-    than the model's context."""
-    if isinstance(executor, type):
-        from transfer_probe.executors import check_options
-
-        check_options(executor, dict(executor_options or {}))
+    alone: a device this machine lacks (local executors only: a Ray worker may have others), a model
+    the probe cannot rebuild and generate with, examples longer than the model's context. (An
+    ``executor_options`` typo is the executor's to tell: ``executors.check_options``.)"""
     name = getattr(executor, "name", executor)
     if name in ("inline", "process"):
         _check_local_device(config, name, dict(executor_options or {}))
