@@ -59,9 +59,6 @@ METHOD = ("normal approximation: each run's predicted score at the budget is nor
           "chosen law and the sd of the expected curve (fit uncertainty, widened by the run's own backtest "
           "rms when > 1); P(A beats B) = Phi(d / sqrt(sd_A^2 + sd_B^2)), runs independent")
 
-# As the verdict trusts a law (diagnose.lawrules.LawRules.laws): checked on >= 2 of the run's own later
-# probes with an rms error <= 2.5 noise SDs; its spread widened by that rms from 3 checks on.
-_TRUST_MIN_CHECKS, _TRUST_MAX_RMS, _WIDEN_MIN_CHECKS = 2, 2.5, 3
 _Z_WARMUP = 2.0  # as Thresholds.z_warmup
 _SCORES = ("bleu", "chrf", "exact_match", "pass@1", "accuracy", "acc", "score")
 _LOSS_WORDS = {"ce", "loss", "nll", "bpb", "ppl", "perplexity", "ter"}
@@ -281,12 +278,13 @@ def forecast_run(run_id: str, pts: list[dict], metric: str, budget: float, *, lo
     fit, bt = ch["fit"], ch["backtest"]
     out.law, out.backtest = ch["kind"], {k: bt[k] for k in ("n", "mean_abs_err", "rms_z") if k in bt}
     n_bt, rms = bt.get("n", 0), bt.get("rms_z", math.inf)
-    if not (F.usable(fit) and n_bt >= _TRUST_MIN_CHECKS and rms <= _TRUST_MAX_RMS):
+    trusted, scale = F.trust(fit, bt)
+    if not trusted:
         out.why = (F.why(fit) if not F.usable(fit) else
                    f"the {ch['kind']} law missed the run's own later probes (rms {rms:.2g} noise SDs over {n_bt})"
                    if n_bt else f"the {ch['kind']} law could not be checked on the run's own probes")
         return _measured(out, xs, ys, s, budget, interval)
-    out.interval_scale = max(1.0, rms) if n_bt >= _WIDEN_MIN_CHECKS else 1.0
+    out.interval_scale = scale
     mean, sd = F.curve_sd(fit, np.array([budget]))
     mean, sd = float(mean[0]), float(sd[0]) * out.interval_scale
     if not (math.isfinite(mean) and math.isfinite(sd)):

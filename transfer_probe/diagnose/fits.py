@@ -222,6 +222,20 @@ def backtest(kind: str, x: np.ndarray, y: np.ndarray, s: np.ndarray, n_back: int
             "rms_z": float(np.sqrt(np.mean(z ** 2))), "coverage": float(np.mean(np.abs(z) <= 1.645))}
 
 
+# A law earns a prediction by predicting the run's own later probes: at least 2 rolling-origin checks
+# with an rms error of at most 2.5 noise SDs; from 3 checks on, its bands widen by that rms (the
+# bands alone are too narrow on real curves).
+TRUST_MIN_CHECKS, TRUST_MAX_RMS, WIDEN_MIN_CHECKS = 2, 2.5, 3
+
+
+def trust(fit, bt: dict) -> tuple[bool, float]:
+    """Whether ``fit`` is trusted for a prediction given its backtest ``bt``, and the factor its
+    prediction intervals are widened by."""
+    n, rms = bt.get("n", 0), bt.get("rms_z", math.inf)
+    scale = max(1.0, rms) if n >= WIDEN_MIN_CHECKS else 1.0
+    return bool(usable(fit) and n >= TRUST_MIN_CHECKS and rms <= TRUST_MAX_RMS), scale
+
+
 def choose_law(x: np.ndarray, y: np.ndarray, s: np.ndarray, kinds=("log", "saturating")) -> dict:
     """Fit each candidate law, backtest it, and keep the one that predicted this run's own later
     probes best (mean absolute error; the log-law of Isik et al. on ties). Returns the chosen

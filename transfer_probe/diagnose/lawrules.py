@@ -30,10 +30,9 @@ class LawRules:
         self.stats["law_choice"] = {k: {"usable": v["usable"], "mae": v["mae"] if math.isfinite(v["mae"]) else None}
                                     for k, v in ch["candidates"].items()}
         self.stats["backtest"] = {k: bt[k] for k in ("n", "max_abs_err", "mean_abs_err", "rms_z", "coverage") if k in bt}
-        scale = max(1.0, bt["rms_z"]) if bt.get("n", 0) >= 3 else 1.0
+        pred_ok, scale = F.trust(full, bt)
         law_name = "log-law" if kind == "log" else "saturating law C - A/D^alpha"
         fit_d = F.fit_dict(full) or {}
-        pred_ok = F.usable(full) and bt.get("n", 0) >= 2 and bt.get("rms_z", math.inf) <= 2.5
         prediction = tokens_to_target = None
         if self.budget is not None and pred_ok:
             prediction = F.predict_at(full, float(self.budget), th.interval, scale)
