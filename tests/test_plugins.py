@@ -401,3 +401,46 @@ def test_webhook_sink_posts_json_and_survives_a_dead_endpoint(clean_plugins):
     assert dead.failures == 1 and dead.sent == 0
     with pytest.raises(ValueError, match="http"):
         WebhookSink("ftp://nope")
+
+
+def test_a_metric_says_which_way_it_improves_and_names_are_read_only_for_unregistered_columns():
+    from transfer_probe import hookimpl, plugins
+
+    class TerPlugin:
+        @hookimpl
+        def register_metrics(self, register):
+            register("ter", "transfer_probe.metrics:corpus_bleu", higher_is_better=False)
+            register("rouge_loss_free", "transfer_probe.metrics:corpus_bleu", higher_is_better=True)
+
+    plugins.register_plugin(TerPlugin(), name="ter-plugin")
+    try:
+        assert plugins.higher_is_better("bleu") and plugins.higher_is_better("pass@10")
+        assert not plugins.higher_is_better("cross_entropy")
+        assert not plugins.higher_is_better("ter")  # as registered
+        assert plugins.higher_is_better("rouge_loss_free")  # the registration wins over the name
+        # columns of other people's tables: read off the name
+        assert not plugins.higher_is_better("eval/downstream_bpb/piqa_bpb")
+        assert not plugins.higher_is_better("val_loss") and plugins.higher_is_better("accuracy")
+        assert plugins.higher_is_better("sentence_acc")  # "ce" inside a word is not cross-entropy
+    finally:
+        plugins.unregister_plugin("ter-plugin")
+
+
+def test_a_metric_direction_must_be_a_bool():
+    from transfer_probe import hookimpl, plugins
+
+    class Bad:
+        @hookimpl
+        def register_metrics(self, register):
+            register("odd", "transfer_probe.metrics:corpus_bleu", higher_is_better="yes")
+
+    try:
+        # said when the plugin is registered, not when the metric is first looked up
+        with pytest.raises(plugins.PluginError, match="higher_is_better='yes': use True or False"):
+            plugins.register_plugin(Bad(), name="bad-direction")
+    finally:
+        try:
+            plugins.unregister_plugin("bad-direction")
+        except Exception:  # noqa: BLE001 - it may not have been registered at all
+            pass
+    assert plugins.higher_is_better("bleu")  # the registry still works after the refusal

@@ -334,8 +334,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _looks_like_loss(name: str) -> bool:
-    name = name.lower()
-    return any(k in name for k in ("loss", "entropy", "ce", "bpb", "perplexity", "nll"))
+    from transfer_probe.plugins import higher_is_better
+
+    return not higher_is_better(name)
 
 
 def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:

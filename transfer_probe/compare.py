@@ -36,7 +36,6 @@ continue") reports how often the calls were right on real and synthetic pairs.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from transfer_probe.diagnose import fits as F
 from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, resolution, robust_sd
 from transfer_probe.diagnose.tests import warmup_end
 from transfer_probe.diagnose.verdict import jsonable
+from transfer_probe.plugins import higher_is_better
 from transfer_probe.text import format_tokens, label
 
 __all__ = ["compare_runs", "compare_histories", "compare_group", "forecast_run", "p_beats", "RunComparison",
@@ -61,16 +61,13 @@ METHOD = ("normal approximation: each run's predicted score at the budget is nor
 
 _Z_WARMUP = 2.0  # as Thresholds.z_warmup
 _SCORES = ("bleu", "chrf", "exact_match", "pass@1", "accuracy", "acc", "score")
-_LOSS_WORDS = {"ce", "loss", "nll", "bpb", "ppl", "perplexity", "ter"}
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether a metric improves downward (losses, cross-entropy, bits-per-byte, perplexity, TER), read
-    off its name: ``cross_entropy``, ``eval/downstream_bpb/piqa_bpb``, ``ce`` are; ``bleu``, ``acc`` not.
-    Pass ``higher_is_better=`` to :func:`compare_runs` for a name this cannot read."""
-    name = str(metric).lower()
-    words = set(re.split(r"[^a-z0-9]+", name))
-    return "entropy" in name or bool(words & _LOSS_WORDS)
+    """Whether a metric improves downward, as its registration says (``plugins.higher_is_better``),
+    else read off its name: ``cross_entropy``, ``eval/downstream_bpb/piqa_bpb``, ``ce`` are; ``bleu``,
+    ``acc`` not. Pass ``higher_is_better=`` to :func:`compare_runs` for a name this cannot read."""
+    return not higher_is_better(metric)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ def register_tasks(register):
 
 @hookimpl
 def register_metrics(register):
-    register("bleu", "transfer_probe.metrics:corpus_bleu")
-    register("chrf", "transfer_probe.metrics:corpus_chrf")
-    register("exact_match", "transfer_probe.metrics:exact_match")
-    register("cross_entropy", "transfer_probe.metrics:target_cross_entropy")
-    register("pass_at_k", "transfer_probe.sandbox:pass_at_k")
+    # which way each improves is said here, where the metric is named (plugins.higher_is_better)
+    register("bleu", "transfer_probe.metrics:corpus_bleu", higher_is_better=True)
+    register("chrf", "transfer_probe.metrics:corpus_chrf", higher_is_better=True)
+    register("exact_match", "transfer_probe.metrics:exact_match", higher_is_better=True)
+    register("cross_entropy", "transfer_probe.metrics:target_cross_entropy", higher_is_better=False)
+    register("pass_at_k", "transfer_probe.sandbox:pass_at_k", higher_is_better=True)
 
 
 @hookimpl

@@ -46,7 +46,9 @@ def register_tasks(register: Register) -> None:
 def register_metrics(register: Register) -> None:
     """Register metrics by name (``"bleu"``, ``"pass_at_k"``, ...).
 
-    A metric is a callable; see ``transfer_probe.metrics`` for the signature each kind follows.
+    A metric is a callable; see ``transfer_probe.metrics`` for the signature each kind follows. Say
+    which way it improves: ``register("ter", "my_plugin:ter", higher_is_better=False)`` (the CLI, the
+    fits and ``compare_runs`` read it; without it, the direction is guessed from the name).
     """
 
 

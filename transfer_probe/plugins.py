@@ -31,7 +31,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "get",
     "get_task_type",
     "get_metric",
+    "higher_is_better",
     "get_law",
     "get_executor",
     "get_sink",
@@ -102,6 +103,7 @@ class Registration:
     target: Any  # the object, or an "module:attribute" import path
     plugin: str
     distribution: str | None = None  # "name version" of the distribution, for third-party plugins
+    meta: dict = field(default_factory=dict)  # what the plugin said of it: a metric's higher_is_better
 
     @property
     def source(self) -> str:
@@ -226,8 +228,8 @@ def _collect(pm: pluggy.PluginManager, distinfo: dict[str, str]) -> dict[str, di
         for impl in hook.get_hookimpls():
             plugin_name = impl.plugin_name
 
-            def register(name: str, target: Any, *, _kind=kind, _plugin=plugin_name) -> None:
-                _add(registry, _kind, name, target, _plugin, distinfo.get(_plugin))
+            def register(name: str, target: Any, *, _kind=kind, _plugin=plugin_name, **meta) -> None:
+                _add(registry, _kind, name, target, _plugin, distinfo.get(_plugin), meta)
 
             kwargs = {"register": register} if "register" in impl.argnames else {}
             try:
@@ -241,7 +243,8 @@ def _collect(pm: pluggy.PluginManager, distinfo: dict[str, str]) -> dict[str, di
     return registry
 
 
-def _add(registry, kind: str, name: str, target: Any, plugin: str, distribution: str | None) -> None:
+def _add(registry, kind: str, name: str, target: Any, plugin: str, distribution: str | None,
+         meta: dict | None = None) -> None:
     if not isinstance(name, str) or not name.strip():
         raise PluginError(f"plugin {plugin!r} registered a {kind} with an invalid name {name!r}: use a non-empty string")
     if isinstance(target, str):
@@ -252,7 +255,11 @@ def _add(registry, kind: str, name: str, target: Any, plugin: str, distribution:
             )
     elif target is None:
         raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} as None")
-    new = Registration(kind, name, target, plugin, distribution)
+    meta = dict(meta or {})
+    if "higher_is_better" in meta and not isinstance(meta["higher_is_better"], bool):
+        raise PluginError(f"plugin {plugin!r} registered {kind} {name!r} with higher_is_better="
+                          f"{meta['higher_is_better']!r}: use True or False")
+    new = Registration(kind, name, target, plugin, distribution, meta)
     old = registry[kind].get(name)
     if old is not None:
         raise PluginError(
@@ -381,6 +388,24 @@ def get_task_type(name: str) -> Any:
 def get_metric(name: str) -> Any:
     """The metric registered as ``name``: ``get_metric("bleu")``."""
     return get("metric", name)
+
+
+_LOSS_WORDS = {"ce", "loss", "nll", "bpb", "ppl", "perplexity", "ter", "entropy"}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Which way ``metric`` improves: as its registration says (``register("bleu", ...,
+    higher_is_better=True)``; ``pass@k`` values ask ``pass_at_k``), else read off the name for a column of
+    someone else's table: losses, cross-entropy, bits-per-byte, perplexity and TER improve downward
+    (``eval/downstream_bpb/piqa_bpb``, ``val_loss``), anything else upward. Never imports a metric."""
+    name = str(metric)
+    regs = registrations("metric")
+    for key in (name, name.lower(), re.sub(r"@\d+$", "_at_k", name.lower())):
+        reg = regs.get(key)
+        if reg is not None and "higher_is_better" in reg.meta:
+            return bool(reg.meta["higher_is_better"])
+    words = set(re.split(r"[^a-z0-9]+", name.lower()))
+    return not (words & _LOSS_WORDS or "entropy" in name.lower())
 
 
 def get_law(name: str) -> Any:
