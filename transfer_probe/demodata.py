@@ -8,9 +8,10 @@ download at run time.
   numbers log-uniform in [1, 10^6). The test numbers are fixed and kept out of the fine-tuning
   pairs and of every pre-training corpus, so a probe measures generalization, not recall.
 - The corpora (:data:`CORPORA`): ``bilingual`` (English and French number words, a fraction of
-  lines parallel ``en = fr``: aligned with the task), ``english`` (English number words only:
-  no French, misaligned for producing French), ``code`` (Python standard-library source:
-  unrelated text).
+  lines parallel ``en = fr``: aligned with the task), ``french`` (French number words only),
+  ``shift-fr`` (a mid-run mixture shift: ``bilingual`` for the first part of the run, ``french``
+  after it; :func:`corpus_phases`), ``english`` (English number words only: no French, misaligned
+  for producing French), ``code`` (Python standard-library source: unrelated text).
 - One byte-level BPE tokenizer trained on a sample of all corpora and the task, so every run of the
   demo shares the same vocabulary and their probes are comparable.
 
@@ -37,6 +38,7 @@ __all__ = [
     "french_words",
     "number_task",
     "corpus_lines",
+    "corpus_phases",
     "train_tokenizer",
     "pack_lines",
     "PackedDataset",
@@ -50,6 +52,8 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 CORPORA: dict[str, str] = {
     "bilingual": "English and French number words, some lines parallel 'en = fr' (aligned with en->fr)",
     "english": "English number words only (no French: misaligned for producing French)",
+    "french": "French number words only (the target language, never paired with English)",
+    "shift-fr": "bilingual text, then from mid-run on French number words only (a mixture shift)",
     "code": "Python standard-library source read from disk (unrelated to the task)",
 }
 
@@ -139,6 +143,23 @@ def number_task(n_train: int = 2000, n_test: int = 200, finetune_sizes: Sequence
     return task
 
 
+def corpus_phases(kind: str, shift: float = 0.5) -> list[tuple[str, float]]:
+    """The plain corpora a run reads in order, with the share of the run each covers.
+
+    >>> corpus_phases("shift-fr", 0.5)
+    [('bilingual', 0.5), ('french', 0.5)]
+    >>> corpus_phases("english")
+    [('english', 1.0)]
+    """
+    if kind not in CORPORA:
+        raise ValueError(f"unknown corpus {kind!r}; choose one of {sorted(CORPORA)}")
+    if kind == "shift-fr":
+        if not 0.0 < shift < 1.0:
+            raise ValueError(f"corpus_phases: shift must be in (0, 1), got {shift}")
+        return [("bilingual", shift), ("french", 1.0 - shift)]
+    return [(kind, 1.0)]
+
+
 def corpus_lines(kind: str, n_chars: int, *, exclude: Collection[int] = (), seed: int = 0,
                  pair_fraction: float = 0.2) -> list[str]:
     """Pre-training text of one corpus ``kind`` (a key of :data:`CORPORA`), about ``n_chars`` long.
@@ -152,8 +173,9 @@ def corpus_lines(kind: str, n_chars: int, *, exclude: Collection[int] = (), seed
     >>> corpus_lines("bilingual", 2_000, pair_fraction=1.0)[0]
     'one hundred sixty-seven = cent soixante-sept'
     """
-    if kind not in CORPORA:
-        raise ValueError(f"unknown corpus {kind!r}; choose one of {sorted(CORPORA)}")
+    if kind not in CORPORA or kind == "shift-fr":
+        raise ValueError(f"unknown corpus {kind!r}; choose one of {sorted(set(CORPORA) - {'shift-fr'})} "
+                         f"(a shift is read phase by phase: corpus_phases)")
     if n_chars <= 0:
         raise ValueError(f"corpus_lines: n_chars must be positive, got {n_chars}")
     if not 0.0 <= pair_fraction <= 1.0:
@@ -183,7 +205,8 @@ def corpus_lines(kind: str, n_chars: int, *, exclude: Collection[int] = (), seed
             n = number()
             line = f"{english_words(n)} = {french_words(n)}"
         else:
-            words = french_words if (kind == "bilingual" and rng.random() < 0.5) else english_words
+            french = kind == "french" or (kind == "bilingual" and rng.random() < 0.5)
+            words = french_words if french else english_words
             line = " ".join(words(number()) for _ in range(rng.randint(1, 3)))
         lines.append(line)
         total += len(line) + 1
