@@ -177,3 +177,22 @@ def test_olmo_ladder_bits_per_byte_lower_is_better():
     res = compare_runs(recs, budget_tokens=T_end).groups[0]
     assert res.higher_is_better is False
     assert res.ranking[0] == ["760M-1xC"] and res.p("760M-1xC", "190M-1xC") > 0.95
+
+
+def test_cli_compare_prints_the_ranking_and_json(tmp_path, capsys):
+    from transfer_probe.cli import main
+
+    paths = []
+    for name, f, seed in (("a", log_law(6, 18, 1.3), 1), ("b", log_law(9, 26, 1.3), 2)):
+        w = HistoryWriter(tmp_path / f"{name}.jsonl")
+        w.extend(records(f"mix-{name}", f, 0.3, seed))
+        w.close()
+        paths.append(str(tmp_path / f"{name}.jsonl"))
+    assert main(["compare", *paths, "--budget", "1e10"]) == 0
+    out = capsys.readouterr().out
+    assert "continue mix-b: it beats mix-a at 1e10 tokens (P " in out
+    assert main(["compare", *paths, "--budget", "1e10", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["groups"][0]["ranking"] == [["mix-b"], ["mix-a"]]
+    assert main(["compare", paths[0], str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err

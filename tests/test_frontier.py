@@ -282,3 +282,21 @@ def test_envelope_on_the_olmo_ladder():
     assert fit.a == pytest.approx(0.435, abs=0.01)
     assert fit.a_interval[0] < fit.a < fit.a_interval[1]
     assert fit.a_interval[0] < 0.50 < fit.a_interval[1]
+
+
+def test_cli_fit_approach_on_a_table(tmp_path, capsys):
+    """``transfer-probe fit TABLE --law chinchilla --approach 2 --json``: the same a and interval as the
+    API (whose recovery of a known exponent is tested above), b = 1 - a; a wrong law is refused."""
+    from transfer_probe.cli import main
+
+    n, c, y = isoflop_grid()
+    path = tmp_path / "runs.csv"
+    path.write_text("N,C,loss\n" + "".join(f"{a},{b},{v}\n" for a, b, v in zip(n, c, y, strict=True)))
+    fit = isoflop_frontier(n, c, y)
+    assert main(["fit", str(path), "--law", "chinchilla", "--approach", "2", "--x", "N", "--compute", "C",
+                 "--y", "loss", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["a"] == pytest.approx(fit.a) and out["a_interval"] == pytest.approx(list(fit.a_interval))
+    assert out["b"] == pytest.approx(1 - out["a"])
+    assert main(["fit", str(path), "--law", "log", "--approach", "2"]) == 2
+    assert "--approach goes with --law chinchilla" in capsys.readouterr().err

@@ -129,6 +129,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="law name: log, power, saturating, transfer, chinchilla or one from a plugin "
                         "(default: log for scores, power for losses)")
     p.add_argument("--interval", type=_level_arg, default=0.9, help="prediction interval level (default: 0.9)")
+    p.add_argument("--approach", choices=("1", "2", "3"),
+                   help="with --law chinchilla on a table of runs: the compute-optimal frontier by Hoffmann et "
+                        "al.'s approach 1 (envelope of training curves), 2 (IsoFLOP profiles) or 3 (L(N, D)); "
+                        "prints a and b of N_opt ~ C^a, D_opt ~ C^b with intervals")
+    p.add_argument("--compute", metavar="COLUMN", help="with --approach: the FLOPs column (default: 6 N D)")
+    p.add_argument("--run", metavar="COLUMN",
+                   help="with --approach 1: the column naming each run's curve (default: run, run_id or name)")
+
+    p = sub.add_parser(
+        "compare", formatter_class=_formatter,
+        help="which run to continue: the runs' predicted scores at a common budget, P(A beats B), a ranking",
+        description="Compare pre-training runs on the same downstream task: each run's predicted score at a\n"
+        "common budget (the law the verdict chose, its interval widened by the run's own backtest), the\n"
+        "probability that each run beats each other one there, a ranking and a recommendation. A pair it\n"
+        "cannot separate reads 'too close to call (P = ...)'.",
+        epilog="examples:\n"
+        "  transfer-probe compare runA/transfer_probe/history.jsonl runB/transfer_probe/history.jsonl\n"
+        "  transfer-probe compare a.jsonl b.jsonl c.jsonl --budget 2e10 --metric chrf --json\n",
+    )
+    p.add_argument("files", nargs="+", help="history files (two or more runs in all)")
+    p.add_argument("--budget", type=_tokens_arg, help="compare at this many tokens (default: the most any run reached)")
+    p.add_argument("--metric", help="metric (default: bleu, else the first score recorded, else cross_entropy)")
+    p.add_argument("--confidence", type=_level_arg, default=0.9, help="call a pair at this P (default: 0.9)")
+    p.add_argument("--interval", type=_level_arg, default=0.9, help="prediction interval level (default: 0.9)")
+    p.add_argument("--task", help="only this task")
+    p.add_argument("--finetune-size", type=_count_arg, help="only this fine-tuning size D_f")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = sub.add_parser(
         "diagnose", formatter_class=_formatter, help="verdict per task and D_f: aligned, misaligned, law_break...",
@@ -287,6 +314,8 @@ def _fit_input(args: argparse.Namespace) -> tuple[list[dict], str]:
 def cmd_fit(args: argparse.Namespace) -> int:
     from transfer_probe import laws
 
+    if args.approach or args.compute or args.run:
+        return _cmd_frontier(args)
     rows, law_name = _fit_input(args)
     args.x, args.y = args.x or "tokens", args.y or "bleu"
     groups = _groups(rows) if _is_history(rows) else {(None, None): rows}
@@ -381,6 +410,34 @@ def _check_history_columns(rows: list[dict], args: argparse.Namespace) -> None:
     for flag, name in (("--y", args.y), ("--ce", args.ce)):
         if name not in (None, "", "none") and name not in have:
             raise CLIError(f"{flag} {name}: no probe record holds that metric; recorded: {', '.join(have) or 'none'}")
+
+
+def _cmd_frontier(args: argparse.Namespace) -> int:
+    """``fit --law chinchilla --approach 1|2|3``: the compute-optimal frontier (transfer_probe.frontier)."""
+    from transfer_probe import frontier
+    from transfer_probe.history import load_table
+
+    if not args.approach:
+        raise CLIError("--compute and --run go with --approach 1|2|3")
+    if (args.law or "chinchilla") != "chinchilla":
+        raise CLIError(f"--approach goes with --law chinchilla, not --law {args.law}")
+    _check_input_file(args.file)
+    fit = frontier.fit_frontier(load_table(args.file), args.approach, x=args.x or "N,D", y=args.y or "loss",
+                                compute=args.compute, run=args.run, interval=args.interval)
+    print(json.dumps(fit.to_dict(), indent=2) if args.json else fit)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from transfer_probe.compare import compare_histories
+
+    for f in args.files:
+        _check_input_file(f)
+    result = compare_histories(args.files, budget_tokens=args.budget, metric=args.metric,
+                               confidence=args.confidence, interval=args.interval, task=args.task,
+                               finetune_size=args.finetune_size)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result)
+    return 0
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -512,6 +569,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "probe": cmd_probe,
     "plugins": cmd_plugins,
+    "compare": cmd_compare,
 }
 
 
