@@ -79,3 +79,14 @@ def test_long_tables_are_cut_with_a_count_of_the_rows_left_out(tmp_path, monkeyp
     assert table.count("<tr>") == 1 + 6 + 1  # header, 3 first + 3 last rows, the note
     assert "... 3 more probe points (not shown) ..." in table
     assert "baseline (no pre-training)" in table  # the last rows are kept
+
+
+def test_run_id_keeps_one_run_and_an_unknown_run_is_named(tmp_path):
+    w = HistoryWriter(tmp_path / "history.jsonl")
+    w.extend(history_records(seed=2, run_id="run-a"))
+    w.extend(history_records(seed=3, run_id="run-b", task="en-de"))
+    page = write_report([w.path], tmp_path / "r.html", run_id="run-b").read_text()
+    assert "run run-b" in page and "run run-a" not in page and "en-fr" not in page
+    with pytest.raises(ValueError, match="no records of run_id run-c; runs in the files: run-a, run-b"):
+        write_report([w.path], tmp_path / "r2.html", run_id="run-c")
+    assert not (tmp_path / "r2.html").exists()

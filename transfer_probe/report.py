@@ -15,7 +15,7 @@ import io
 import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,20 @@ def write_report(
     budget_tokens: float | None = None,
     target: float | None = None,
     title: str = "transfer_probe report",
+    run_id: str | None = None,
 ) -> Path:
-    """Read history files, write one self-contained HTML file, return its path."""
+    """Read history files, write one self-contained HTML file, return its path.
+
+    ``run_id``: only that run's records (``ValueError`` listing the runs when no record has it)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     check_output(output, paths)  # before rendering: a refusal must cost nothing
     # Streamed: each file is summarised while it is read, so memory grows with its probe points only.
-    sources = [(Path(p), _checked(Path(p))) for p in paths]
+    runs: set[str] = set()
+    sources = [(Path(p), _checked(Path(p), run_id, runs)) for p in paths]
     page = render_report(sources, budget_tokens=budget_tokens, target=target, title=title)
+    if run_id is not None and str(run_id) not in runs:
+        raise ValueError(f"no records of run_id {run_id}; runs in the files: {', '.join(sorted(runs)) or 'none'}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
@@ -139,8 +145,15 @@ MAX_TABLE_ROWS = 60
 MAX_LOG_LINES = 40
 
 
-def _checked(path: Path) -> Iterable[dict]:
-    return (rec for _, rec in iter_checked(path))
+def _checked(path: Path, run_id: str | None = None, runs: set[str] | None = None) -> Iterator[dict]:
+    for _, rec in iter_checked(path):
+        if run_id is None:
+            yield rec
+            continue
+        if rec.get("run_id") is not None:
+            runs.add(str(rec["run_id"]))
+            if str(rec["run_id"]) == str(run_id):
+                yield rec
 
 
 def _summarise(path: Path, records: Iterable[dict]) -> dict[str, dict]:
