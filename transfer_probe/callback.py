@@ -638,6 +638,7 @@ class TransferProbeCallback(TrainerCallback):
             self._trainer_log(logs, state, at_step=int(rec_step or 0) if pretrained else 0)
         t = time.perf_counter()
         self._diagnose(records, state, control)
+        self._data_transferred(records, state)
         self.timing["diagnose"] += time.perf_counter() - t
 
     def _log_line(self, rec: dict, step: int) -> None:
@@ -752,6 +753,35 @@ class TransferProbeCallback(TrainerCallback):
                                getattr(verdict, "status", None), task, df, sorted(self.stop_on))
                 control.should_training_stop = True
 
+
+    def _data_transferred(self, new: list[dict], state) -> None:
+        """What pre-training is worth in fine-tuning examples (transfer_probe.transferred), for tasks with
+        >= 2 D_f and a baseline: a log line, tracker values and a ``"kind": "transfer"`` history record
+        per (task, D_f) that got a new pre-trained result."""
+        multi = {t.name for t in self.tasks if len(getattr(t, "finetune_sizes", ()) or ()) >= 2}
+        touched = sorted({(str(r.get("task")), _df(r)) for r in new if r.get("status") == "ok"
+                          and r.get("pretrained", True) and str(r.get("task")) in multi}, key=str)
+        if not touched or not self.baseline or self._history is None:
+            return
+        try:
+            from transfer_probe.transferred import data_transferred
+
+            mine = [r for r in read_history(self.history_path) if str(r.get("run_id")) == self.run_id]
+            result = data_transferred(mine)
+            for task, df in touched:
+                tt = result.tasks.get(task)
+                point = tt.latest(df) if tt is not None and tt.ok else None
+                if point is None:
+                    continue
+                logger.info("transfer_probe | %s | %s", task, tt.line(df, _unit(self.tasks, task)))
+                rec = {"kind": "transfer", "run_id": self.run_id, **point.to_dict(), "finetune_size": df,
+                       "growth": tt.growth[point.finetune_size].to_dict(), "baseline_method": tt.baseline.method,
+                       "noise": tt.noise}
+                rec["transfer_status"] = rec.pop("status")  # a record's "status" is a probe's ok / failed
+                self._history.append(rec)
+                self._trainer_log(_transfer_values(task, df, point), state, at_step=point.step)
+        except Exception as exc:  # an analysis bug must never stop training
+            logger.warning("transfer_probe | data transferred failed: %s: %s", type(exc).__name__, exc)
 
     def _extra_probe(self, task_name: str, df: Any, tokens: float) -> None:
         """After a first break signal, probe once more before the next scheduled point (extra_probes)."""
@@ -1048,6 +1078,22 @@ def _verdict_values(task: str, df: Any, verdict: Any) -> dict[str, float]:
     if _finite(ttt):
         out[f"{prefix}/tokens_to_target"] = float(ttt)
     return out
+
+
+def _unit(tasks: list[Any], name: str) -> str:
+    from transfer_probe.tasks import TranslationTask
+
+    return "pairs" if any(t.name == name and isinstance(t, TranslationTask) for t in tasks) else "examples"
+
+
+def _transfer_values(task: str, df: Any, point: Any) -> dict[str, float]:
+    """``transfer_probe/<task>/df=<n>/data_transferred`` (with ``_low`` / ``_high``), ``data_multiplier``,
+    ``ossified`` (1/0): the finite ones."""
+    prefix = f"transfer_probe/{task}/df={df}"
+    vals = {"data_transferred": point.transferred, "data_transferred_low": point.low,
+            "data_transferred_high": point.high, "data_multiplier": point.multiplier,
+            "ossified": 1.0 if point.ossified else 0.0}
+    return {f"{prefix}/{k}": float(v) for k, v in vals.items() if _finite(v)}
 
 
 def _lines(obj: Any) -> list[str]:
