@@ -53,6 +53,7 @@ from transfer_probe.text import format_tokens
 __all__ = ["data_transferred", "fit_across_runs", "TransferResult", "TaskTransfer", "TransferPoint", "Growth",
            "BaselineCurve", "baseline_curve", "format_count"]
 
+REACH = 10.0  # the from-scratch curve places D_E up to this factor past its largest size; beyond, a floor only
 GROWTH_WINDOW = 5  # newest probe points that say whether D_E is still growing
 FLAT_SLOPE = 0.1  # |d log D_E / d log D_p| below this (D_E moves < 26% per 10x tokens) is "flat"
 CE_RESOLUTION = 1e-4  # nats: no CE is more precise than this (as the verdicts floor it)
@@ -138,7 +139,8 @@ class BaselineCurve:
         base = self.losses[None, :] + self.sds[None, :] * rng.standard_normal((n_draws, len(self.sizes)))
         tgt = loss + sd * rng.standard_normal(n_draws)
         tiny = 1e-9 * float(np.min(self.losses))
-        draws = np.exp(_loglog_invert(ld, np.log(np.maximum(base, tiny)), np.log(np.maximum(tgt, tiny))))
+        with np.errstate(over="ignore"):
+            draws = np.exp(_loglog_invert(ld, np.log(np.maximum(base, tiny)), np.log(np.maximum(tgt, tiny))))
         q = (1 - interval) / 2
         lo, hi = np.quantile(draws, [q, 1 - q], method="inverted_cdf")
         return de, float(min(lo, de)), float(max(hi, de))
@@ -220,6 +222,7 @@ class TransferPoint:
     effective_high: float
     extrapolated: bool
     interval: float = 0.9
+    largest_baseline: float = math.inf  # the largest from-scratch D_F probed
 
     @property
     def transferred(self) -> float:
@@ -264,6 +267,12 @@ class TransferPoint:
         if self.status == "beyond_floor":
             return (f"pre-training so far is worth more {what} than any amount reaches from scratch {at}: CE "
                     f"{self.loss:.3g} is below the from-scratch curve's floor")
+        if self.effective > REACH * self.largest_baseline:
+            floor = REACH * self.largest_baseline - self.finetune_size
+            return (f"pre-training so far is worth over {format_count(floor)} {what} {at} (x{_multiple(REACH * self.largest_baseline / self.finetune_size)}+ the "
+                    f"fine-tuning data): past {REACH:g}x the largest from-scratch D_f probed "
+                    f"({format_count(self.largest_baseline)}) the curve cannot say how much more (a log-log line says "
+                    f"~{format_count(self.transferred)}); probe from scratch at larger D_f")
         band = ("(no interval: CE noise unknown; use repeats >= 2 or a bootstrap)" if math.isnan(self.low)
                 else f"[{format_count(self.low)}, {format_count(self.high)}]")
         head = f"pre-training so far is worth ~{format_count(self.transferred)} {what} {band} {at}"
@@ -283,7 +292,7 @@ class TransferPoint:
             "transferred": self.transferred, "low": self.low, "high": self.high, "multiplier": self.multiplier,
             "multiplier_low": self.multiplier_low, "multiplier_high": self.multiplier_high,
             "ossified": self.ossified, "status": self.status, "extrapolated": self.extrapolated,
-            "interval": self.interval})
+            "largest_baseline": self.largest_baseline, "interval": self.interval})
 
 
 @dataclass
@@ -437,11 +446,10 @@ def data_transferred(records: Iterable[Mapping[str, Any]], *, metric: str = "cro
                          f"pass run_id= to pick one (several model sizes: fit_across_runs)")
     if task is not None:
         probes = [r for r in probes if str(r.get("task")) == str(task)]
-    rng = np.random.default_rng(seed)
     out = {}
     for name in sorted({str(r.get("task")) for r in probes}):
         mine = [r for r in probes if str(r.get("task")) == name]
-        out[name] = _task_transfer(name, mine, metric, interval, rng, n_draws)
+        out[name] = _task_transfer(name, mine, metric, interval, seed, n_draws)
     settings = {"metric": metric, "interval": interval, "n_draws": n_draws, "seed": seed, "run_id": runs[0] if runs
                 else None, "growth_window": GROWTH_WINDOW, "flat_slope": FLAT_SLOPE}
     return TransferResult(out, settings)
@@ -459,7 +467,7 @@ def _n_params(recs: list[Mapping[str, Any]]) -> float:
     return math.nan
 
 
-def _task_transfer(name: str, recs: list[dict], metric: str, interval: float, rng, n_draws: int) -> TaskTransfer:
+def _task_transfer(name: str, recs: list[dict], metric: str, interval: float, seed: int, n_draws: int) -> TaskTransfer:
     pts = [p for p in aggregate(recs, metrics=[metric]) if metric in p["mean"]]
     base = {}
     for p in pts:
@@ -478,10 +486,12 @@ def _task_transfer(name: str, recs: list[dict], metric: str, interval: float, rn
     for p in sorted(pre, key=lambda p: (p["tokens"], float(p["finetune_size"]))):
         df = float(p["finetune_size"])
         loss = float(p["mean"][metric])
+        # draws seeded per point: a point's interval does not depend on which other points are there
+        rng = np.random.default_rng([seed, int(p["tokens"]), int(df)])
         de, lo, hi = curve.effective(loss, sd[id(p)], interval, rng, n_draws)
         b = base[df]["mean"][metric] if df in base else curve.loss_at(df)
         points.append(TransferPoint(name, df, float(p["tokens"]), p.get("step"), loss, sd[id(p)], float(b), de, lo, hi,
-                                    bool(de > sizes[-1] or de < sizes[0]), interval))
+                                    bool(de > sizes[-1] or de < sizes[0]), interval, sizes[-1]))
     growth = {df: _growth([q for q in points if q.finetune_size == df], df, interval)
               for df in sorted({q.finetune_size for q in points})}
     return TaskTransfer(name, n_params, curve, points, growth, _law_at_newest(points, n_params, interval), noise)
@@ -494,6 +504,8 @@ def _noise(pre: list[dict], base: list[dict], metric: str) -> tuple[dict[int, fl
     allp = pre + base
     s = floor_errors(pooled_sem(allp, metric), CE_RESOLUTION)
     recorded = bool(np.any(np.isfinite(s)))
+    if recorded:  # a point without its own error (one repeat, no bootstrap) is measured like the others
+        s = np.where(np.isfinite(s), s, float(np.median(s[np.isfinite(s)])))
     sd = {id(p): float(v) for p, v in zip(allp, s, strict=True)}
     how = []
     for df in sorted({float(p["finetune_size"]) for p in pre}):
