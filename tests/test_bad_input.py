@@ -155,7 +155,7 @@ def test_two_runs_are_never_merged_and_run_id_picks_one(capsys, files):
     assert code == 0, err
     page = out_html.read_text()
     assert "run-b" in page and "run-a" not in page
-    assert_error(capsys, ["report", two, "--run-id", "zzz", "-o", files / "z.html"], "--run-id zzz", "run-a, run-b")
+    assert_error(capsys, ["report", two, "--run-id", "zzz", "-o", files / "z.html"], "run_id zzz", "run-a, run-b")
 
 
 def test_fit_across_runs_stays_allowed_for_laws_that_span_runs(capsys, files):

@@ -482,37 +482,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     for f in args.files:
         _check_input_file(f)
     try:
-        if args.run_id is not None:
-            out = _write_run_report(args)
-        else:
-            out = write_report(args.files, args.output, budget_tokens=args.budget, target=args.target)
+        out = write_report(args.files, args.output, budget_tokens=args.budget, target=args.target,
+                           run_id=args.run_id)
     except OSError as err:
         raise CLIError(f"cannot write the report to {args.output}: {err.strerror or err}") from None
     print(f"report written to {out}")
     return 0
-
-
-def _write_run_report(args: argparse.Namespace) -> Path:
-    """``report --run-id``: the records of that run only, written as ``write_report`` writes."""
-    from transfer_probe.history import read_history
-    from transfer_probe.report import check_output, render_report
-
-    check_output(args.output, args.files)
-    sources = [(Path(f), read_history(f)) for f in args.files]
-    runs = sorted({run for _, recs in sources for run in _run_ids(recs)})
-    if args.run_id not in runs:
-        raise CLIError(f"no records of --run-id {args.run_id}; runs in the files: {', '.join(runs) or 'none'}")
-    sources = [(p, [r for r in recs if str(r.get("run_id")) == args.run_id]) for p, recs in sources]
-    page = render_report(sources, budget_tokens=args.budget, target=args.target)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:  # never half a report in place of the old one
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
