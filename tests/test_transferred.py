@@ -73,6 +73,11 @@ def test_two_from_scratch_sizes_read_as_a_log_log_line():
     for d in (300.0, 5e4):
         de, lo, hi = curve.effective(10 * d ** -0.2, 0.01, 0.9, rng, 2000)
         assert de == pytest.approx(d, rel=1e-9) and lo < d < hi
+    # only the pre-trained CE noisy (0.05 nats at L = 3.19): log D_E = log L / -0.2 has sd 0.078, so the
+    # 90% interval spans exp(2 * 1.645 * 0.078) = 1.29x
+    exact = baseline_curve([100, 1000], [10 * 100 ** -0.2, 10 * 1000 ** -0.2], [1e-9, 1e-9])
+    de, lo, hi = exact.effective(10 * 300 ** -0.2, 0.05, 0.9, rng, 4000)
+    assert hi / lo == pytest.approx(1.29, abs=0.04)
     # a curve with a floor (the synthetic one) bends away from the chord: a decade-wide bracket
     # overstates D_E inside it (here by 20%), and a line past the largest size understates it
     t = _task(S.records(1e7, [1e3], [1e7, 1e8]))
