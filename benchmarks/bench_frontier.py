@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_probe.frontier import PAPER, fit_frontier, isoflop_frontier
+from transfer_probe.laws.frontier import PAPER, fit_frontier, isoflop_frontier
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LEVEL = 0.8

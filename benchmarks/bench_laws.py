@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from transfer_probe.laws import ChinchillaLaw, LogLaw, PowerLaw, _huber_cost
+from transfer_probe.laws import ChinchillaLaw, LogLaw, PowerLaw
+from transfer_probe.laws.engine import _huber_cost
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -57,7 +57,7 @@ def _matching(prefixes):
 
 # The fitting core: pure numbers in, numbers out. It must run where no deep-learning stack is
 # installed (a notebook reading a history) and cannot reach the training loop.
-CORE = ("transfer_probe.laws", "transfer_probe.diagnose", "transfer_probe.frontier", "transfer_probe.compare",
+CORE = ("transfer_probe.laws", "transfer_probe.diagnose", "transfer_probe.compare",
         "transfer_probe.transferred", "transfer_probe.history", "transfer_probe.jsonl", "transfer_probe.text")
 TOP = ("transfer_probe.callback", "transfer_probe.cli", "transfer_probe.report", "transfer_probe.demo",
        "transfer_probe.posthoc", "transfer_probe.executors", "transfer_probe.probe", "transfer_probe.snapshot")

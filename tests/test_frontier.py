@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transfer_probe.frontier import (
+from transfer_probe.laws.frontier import (
     FrontierResult,
     envelope_frontier,
     fit_frontier,

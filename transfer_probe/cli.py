@@ -413,8 +413,8 @@ def _check_history_columns(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
-    """``fit --law chinchilla --approach 1|2|3``: the compute-optimal frontier (transfer_probe.frontier)."""
-    from transfer_probe import frontier
+    """``fit --law chinchilla --approach 1|2|3``: the compute-optimal frontier (transfer_probe.laws.frontier)."""
+    from transfer_probe.laws import frontier
     from transfer_probe.history import load_table
 
     if not args.approach:

@@ -28,11 +28,11 @@ def register_metrics(register):
 
 @hookimpl
 def register_laws(register):
-    register("log", "transfer_probe.laws:LogLaw")
-    register("power", "transfer_probe.laws:PowerLaw")
-    register("saturating", "transfer_probe.laws:SaturatingLaw")
-    register("transfer", "transfer_probe.laws:TransferLaw")
-    register("chinchilla", "transfer_probe.laws:ChinchillaLaw")
+    register("log", "transfer_probe.laws.token_laws:LogLaw")
+    register("power", "transfer_probe.laws.token_laws:PowerLaw")
+    register("saturating", "transfer_probe.laws.token_laws:SaturatingLaw")
+    register("transfer", "transfer_probe.laws.transfer:TransferLaw")
+    register("chinchilla", "transfer_probe.laws.chinchilla:ChinchillaLaw")
 
 
 @hookimpl

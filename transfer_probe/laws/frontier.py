@@ -4,7 +4,7 @@ Each approach estimates how the loss-minimizing model size and token count grow 
 (FLOPs, ``C = 6 N D`` unless a compute column is given): ``N_opt = k_N C**a`` and ``D_opt = k_D C**b``.
 
     >>> import numpy as np
-    >>> from transfer_probe.frontier import fit_frontier
+    >>> from transfer_probe.laws.frontier import fit_frontier
     >>> rows = [{"N": n, "D": c / (6 * n), "loss": 1.7 + 400 / n**0.34 + 410 / (c / (6 * n))**0.28}
     ...         for c in (1e18, 1e19, 1e20, 1e21) for n in (c / 6) ** 0.45 * np.geomspace(0.2, 10, 9)]
     >>> fit = fit_frontier(rows, approach=2, n_bootstrap=50)
@@ -57,7 +57,9 @@ from typing import Any
 
 import numpy as np
 
-from transfer_probe.laws import ChinchillaLaw, FitResult, _is_history, _jsonable, _nested_jsonable, _num
+from transfer_probe.laws.chinchilla import ChinchillaLaw
+from transfer_probe.laws.result import FitResult, _jsonable, _nested_jsonable
+from transfer_probe.laws.rows import _is_history, _num
 
 __all__ = ["FrontierResult", "Placement", "fit_frontier", "isoflop_frontier", "envelope_frontier", "law_frontier",
            "PAPER"]
