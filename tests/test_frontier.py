@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from transfer_probe.laws import PowerLaw
 from transfer_probe.laws.frontier import (
     FrontierResult,
     envelope_frontier,
@@ -17,7 +18,6 @@ from transfer_probe.laws.frontier import (
     isoflop_frontier,
     law_frontier,
 )
-from transfer_probe.laws import PowerLaw
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

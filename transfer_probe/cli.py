@@ -414,8 +414,8 @@ def _check_history_columns(rows: list[dict], args: argparse.Namespace) -> None:
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
     """``fit --law chinchilla --approach 1|2|3``: the compute-optimal frontier (transfer_probe.laws.frontier)."""
-    from transfer_probe.laws import frontier
     from transfer_probe.history import load_table
+    from transfer_probe.laws import frontier
 
     if not args.approach:
         raise CLIError("--compute and --run go with --approach 1|2|3")
