@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from transfer_probe import demodata
@@ -128,3 +129,75 @@ def test_main_help(capsys):
         main(["--help"])
     assert exc.value.code == 0
     assert "--quick" in capsys.readouterr().out
+
+
+def test_shift_corpus_is_read_in_order_bilingual_then_french_only():
+    """The mixture shift happens where it is set: paired lines up to shift_at, French-only after."""
+    from dataclasses import replace
+
+    from transfer_probe.demo import DEFAULT_SETTINGS, _pack_corpus
+
+    assert demodata.corpus_phases("shift-fr", 0.25) == [("bilingual", 0.25), ("french", 0.75)]
+    tok = demodata.train_tokenizer(demodata.corpus_lines("bilingual", 20_000, pair_fraction=1.0)
+                                   + demodata.corpus_lines("english", 20_000), vocab_size=400)
+    s = replace(DEFAULT_SETTINGS, max_steps=8, batch_size=2, block_size=64, shift_at=0.25)
+    data = _pack_corpus(tok, "shift-fr", s, exclude=(), seed=0)
+    assert len(data) == 16
+    texts = [tok.decode(data[i]["input_ids"]) for i in range(len(data))]
+    before, after = texts[:4], texts[4:]  # 2 of 8 steps x 2 blocks a step
+    assert all(" = " in t for t in before)
+    english = {"hundred", "thousand", "seven", "eight"}
+    assert not any(" = " in t or english & set(t.split()) for t in after), after[0]
+    assert all({"cent", "mille"} & set(t.split()) for t in after)
+    with pytest.raises(ValueError, match="shift must be in"):
+        demodata.corpus_phases("shift-fr", 1.0)
+    with pytest.raises(ValueError, match="corpus_phases"):
+        demodata.corpus_lines("shift-fr", 100)
+
+
+def _log_law_records(last_offset=0.0):
+    """Three repeats per point (sd 0.3) on a BLEU log-law over 8 points, and a baseline at 4."""
+    tokens = np.geomspace(1e6, 1e8, 8)
+    bleu = (10 ** (1 / 1.3) + 1.7 * np.log(tokens / 1e6)) ** 1.3
+    bleu += np.random.default_rng(0).normal(0, 0.3, len(bleu))  # a real curve is not exactly on its law
+    bleu[-1] += last_offset
+    out = []
+    for t, b in zip(tokens, bleu, strict=True):
+        for r, off in enumerate((-0.3, 0.0, 0.3)):
+            out.append({"run_id": "r", "task": "en-fr", "finetune_size": {"examples": 200}, "tokens": float(t),
+                        "pretrained": True, "status": "ok", "repeat": r,
+                        "metrics": {"bleu": float(b + off), "cross_entropy": 2.0 - 0.1 * math.log10(t)}})
+    for r, off in enumerate((-0.3, 0.0, 0.3)):
+        out.append({"run_id": "r", "task": "en-fr", "finetune_size": {"examples": 200}, "tokens": 0.0,
+                    "pretrained": False, "status": "ok", "repeat": r,
+                    "metrics": {"bleu": 4.0 + off, "cross_entropy": 3.0}})
+    return out, float(tokens[-1])
+
+
+def test_prediction_check_compares_the_earlier_prediction_with_the_probe_at_the_budget():
+    from transfer_probe.demo import _prediction_check
+
+    recs, budget = _log_law_records()
+    last = max(aggregate([r for r in recs if r["pretrained"]]), key=lambda p: p["tokens"])
+    line = _prediction_check(recs, last, budget)
+    assert line.startswith("predicted at 5.2e7 tokens for the budget 1e8: BLEU "), line
+    assert line.endswith("inside the interval"), line
+    # The same earlier probes, a last probe far below the law: the check says so.
+    recs, budget = _log_law_records(last_offset=-15.0)
+    last = max(aggregate([r for r in recs if r["pretrained"]]), key=lambda p: p["tokens"])
+    assert _prediction_check(recs, last, budget).endswith("outside the interval")
+    # A run that stopped before the budget has nothing to check.
+    assert _prediction_check(recs, dict(last, tokens=budget / 2), budget) == ""
+
+
+def test_readme_help_and_estimate_state_the_same_time():
+    """README, --help and the estimate printed at the start agree (measured: experiments/README.md)."""
+    from pathlib import Path
+
+    from transfer_probe.demo import DEFAULT_SETTINGS, DEMO_TIME, estimate_seconds
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert DEMO_TIME.startswith("About 7 minutes on 2 idle CPU cores")
+    assert "about 7 minutes on 2 idle CPU cores" in " ".join(readme.split())
+    cpu, wall = estimate_seconds(DEFAULT_SETTINGS)
+    assert 6.0 * 60 <= wall <= 7.5 * 60, wall  # the upper bound printed at the start

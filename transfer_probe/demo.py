@@ -97,6 +97,10 @@ QUICK_SETTINGS = replace(
     stop_on=(),
 )
 
+# What README.md and --help say; measured (experiments/README.md, "The three-story demo").
+DEMO_TIME = ("About 7 minutes on 2 idle CPU cores (measured: 13.6 min of CPU in all), longer on a busy "
+             "machine; --quick about 2.")
+
 # Measured costs at one thread on an idle core (experiments/README.md, "The demo's default run"):
 # they make the estimate printed at the start.
 _SECONDS_PER_STEP = 0.1
@@ -201,8 +205,8 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, pro
     workers = max(1, min(s.workers, len(s.corpora), os.cpu_count() or 1))
     if progress:
         print(f"transfer_probe demo: {len(s.corpora)} runs ({', '.join(s.corpora)}), {workers} at a time; "
-              f"estimated {wall / 60:.1f} min on {workers} idle core{'s' if workers > 1 else ''} "
-              f"({cpu / 60:.1f} min of CPU){_load_note(workers)}", flush=True)
+              f"estimated at most {wall / 60:.1f} min on {workers} idle core{'s' if workers > 1 else ''} "
+              f"({cpu / 60:.1f} min of CPU; runs that stop early take less){_load_note(workers)}", flush=True)
     _prepare(s, out, seed)
     jobs = [dict(corpus=c, settings=s, out=str(out), seed=seed) for c in s.corpora]
     paths_by = _run_all(jobs, workers, progress, s)
@@ -410,8 +414,15 @@ def _run_one(job: dict) -> Path:
 
 def _train(corpus: str, s: DemoSettings, out: Path, seed: int) -> Path:
     import torch
-    from transformers import (GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, PrinterCallback, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        PreTrainedTokenizerFast,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from transfer_probe import demodata
     from transfer_probe.callback import TransferProbeCallback
@@ -569,13 +580,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m transfer_probe.demo [--out DIR] [--quick] [--seed N]``."""
     parser = argparse.ArgumentParser(
         prog="transfer-probe demo",
-        description="Pre-train tiny GPT-2 models offline on corpora of different alignment with an "
-        "English->French number-words task, probe them while they train, and print the verdicts.",
+        description="Pre-train tiny GPT-2 models offline, probing an English->French number-words task while "
+        "they train: an aligned run (paired bilingual text), a mid-run mixture shift to French-only text, and "
+        "English-only text (no transfer); print the verdicts and write an HTML report. Runs two at a time, one "
+        f"thread each. {DEMO_TIME}",
         epilog="examples:\n  transfer-probe demo\n  transfer-probe demo --quick --out /tmp/tp-demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", default="transfer_probe_demo", help="output directory (default: %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="two corpora, fewer tokens (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true", help="two corpora, 200 steps, one repeat (a smoke test)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     args = parser.parse_args(argv)
     result = run_demo(args.out, quick=args.quick, seed=args.seed, progress=True)
