@@ -41,7 +41,7 @@ import pandas as pd
 
 from transfer_probe.compare import forecast_run, p_beats
 from transfer_probe.diagnose.noise import robust_sd
-from transfer_probe.history import aggregate
+from transfer_probe.store.history import aggregate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FRACS = (0.3, 0.5)

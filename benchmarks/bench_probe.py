@@ -85,7 +85,7 @@ def straightforward_probe(snapshot, task, size: int, cfg, bootstrap: int) -> dic
     from transformers.trainer_callback import PrinterCallback
 
     from transfer_probe.metrics import metric_module_path
-    from transfer_probe.probe import isolated_state
+    from transfer_probe.run.probe import isolated_state
 
     timing = {}
     tok = snapshot.load_tokenizer()
@@ -180,8 +180,8 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    from transfer_probe.probe import FinetuneConfig, ProbeJob, run_probe
-    from transfer_probe.snapshot import Snapshot, count_parameters
+    from transfer_probe.run.probe import FinetuneConfig, ProbeJob, run_probe
+    from transfer_probe.run.snapshot import Snapshot, count_parameters
     from transfer_probe.tasks import TranslationTask
 
     torch.set_num_threads(args.threads)

@@ -57,7 +57,7 @@ def _histories(out: Path) -> list[Path]:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from transfer_probe.diagnose import WARNING_STATUSES, diagnose
-    from transfer_probe.history import group_key, probe_records, read_history
+    from transfer_probe.store.history import group_key, probe_records, read_history
 
     out = Path(args.out)
     paths = _histories(out)

@@ -94,8 +94,8 @@ def read_all(path: Path) -> list[dict]:
 def old_path(command: str, path: Path, out: Path) -> None:
     from transfer_probe import cli, laws
     from transfer_probe import diagnose as dg
-    from transfer_probe.history import aggregate
     from transfer_probe.report import render_report
+    from transfer_probe.store.history import aggregate
 
     rows = read_all(path)
     if command == "read":
@@ -111,7 +111,7 @@ def old_path(command: str, path: Path, out: Path) -> None:
 
 def new_path(command: str, path: Path, out: Path) -> None:
     from transfer_probe import cli
-    from transfer_probe.history import aggregate, read_points
+    from transfer_probe.store.history import aggregate, read_points
 
     if command == "read":  # the part this benchmark is about: reading and aggregating, no rules
         aggregate(read_points(path))

@@ -147,8 +147,8 @@ def summarize(history: Path, *, budget_tokens: float | None, target: float | Non
               title: str) -> Path | None:
     """Print a verdict per (task, D_f) and the fitted laws; write the HTML report; return its path."""
     from transfer_probe.diagnose import diagnose_all, format_verdict
-    from transfer_probe.history import group_key, probe_records, read_history
     from transfer_probe.laws import fit_rows
+    from transfer_probe.store.history import group_key, probe_records, read_history
 
     records = read_history(history)
     probes = probe_records(records, ok_only=False)

@@ -26,7 +26,7 @@ def small_task(translation_files, sizes=(32,), name=None, test=16):
 
 
 def quick_finetune(**kw):
-    from transfer_probe.probe import FinetuneConfig
+    from transfer_probe.run.probe import FinetuneConfig
 
     base = dict(max_steps=4, batch_size=8, learning_rate=3e-3, bootstrap=0, device="cpu", num_threads=1,
                 eval_batch_size=64)

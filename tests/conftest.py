@@ -14,7 +14,7 @@ Fixtures (session-scoped unless noted):
 - ``tiny_gpt2`` / ``tiny_t5`` (function-scoped): a freshly initialized model (seed 0) of those
   configs, yours to modify.
 - ``make_snapshot`` (function): ``make_snapshot(model, tokens=0, step=0, pretrained=True)`` returns an
-  in-memory ``transfer_probe.snapshot.Snapshot`` (CPU state dict + config + ``tiny_tokenizer``).
+  in-memory ``transfer_probe.run.snapshot.Snapshot`` (CPU state dict + config + ``tiny_tokenizer``).
 - ``translation_pairs``: ``{"train": [(en, fr), ...] (400), "test": [(en, fr), ...] (40)}``: strings of
   3-6 digits spelled in English and in French (``num2words``), e.g. ("three one four", "trois un
   quatre"); test strings disjoint from train. ``make_number_pairs(...)`` builds other sizes.
@@ -148,7 +148,7 @@ def tiny_t5(tiny_t5_config):
 
 @pytest.fixture
 def make_snapshot(tiny_tokenizer):
-    from transfer_probe.snapshot import Snapshot, count_parameters
+    from transfer_probe.run.snapshot import Snapshot, count_parameters
 
     def make(model, tokens: int = 0, step: int = 0, pretrained: bool = True):
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -203,7 +203,7 @@ def translation_task(translation_files):
 
 @pytest.fixture(scope="session")
 def fast_finetune():
-    from transfer_probe.probe import FinetuneConfig
+    from transfer_probe.run.probe import FinetuneConfig
 
     # One thread: on a shared 2-core machine two threads per probe were 20x slower (contention).
     return FinetuneConfig(max_steps=200, learning_rate=1e-3, batch_size=16, seed=0, bootstrap=200,

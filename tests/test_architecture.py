@@ -58,9 +58,9 @@ def _matching(prefixes):
 # The fitting core: pure numbers in, numbers out. It must run where no deep-learning stack is
 # installed (a notebook reading a history) and cannot reach the training loop.
 CORE = ("transfer_probe.laws", "transfer_probe.diagnose", "transfer_probe.compare",
-        "transfer_probe.transferred", "transfer_probe.history", "transfer_probe.jsonl", "transfer_probe.text")
+        "transfer_probe.transferred", "transfer_probe.store", "transfer_probe.text")
 TOP = ("transfer_probe.callback", "transfer_probe.cli", "transfer_probe.report", "transfer_probe.demo",
-       "transfer_probe.posthoc", "transfer_probe.executors", "transfer_probe.probe", "transfer_probe.snapshot")
+       "transfer_probe.posthoc", "transfer_probe.run")
 
 
 @pytest.mark.parametrize("mod", _matching(CORE))
@@ -70,7 +70,7 @@ def test_the_fitting_core_knows_no_trainer(mod):
     assert not heavy and not up, f"{mod} imports {heavy + up}"
 
 
-@pytest.mark.parametrize("mod", _matching(("transfer_probe.history", "transfer_probe.jsonl", "transfer_probe.text")))
+@pytest.mark.parametrize("mod", _matching(("transfer_probe.store", "transfer_probe.text")))
 def test_the_store_and_the_words_know_no_laws(mod):
     bad = sorted(d for d in _project(GRAPH[mod]) if d.split(".")[1] in
                  ("laws", "diagnose", "frontier", "compare", "transferred", "report", "plugins"))

@@ -21,9 +21,9 @@ from tests._synthetic import history_records, log_law, power_law
 from transfer_probe import TransferProbeCallback
 from transfer_probe.cli import main
 from transfer_probe.diagnose import diagnose, diagnose_rows
-from transfer_probe.executors import InlineExecutor, ProcessExecutor
-from transfer_probe.history import HistoryWriter
-from transfer_probe.probe import FinetuneConfig
+from transfer_probe.run.executors import InlineExecutor, ProcessExecutor
+from transfer_probe.run.probe import FinetuneConfig
+from transfer_probe.store.history import HistoryWriter
 
 
 def cli(capsys, *args):
@@ -331,7 +331,7 @@ def test_examples_longer_than_the_context_fail_at_train_begin(tiny_gpt2, tiny_to
                   r"\(longest \d+\); shorten them \(the task's max_source_length")
     # the task's own cap fixes it: the same data with max_source_length=64 passes the check
     capped = TranslationTask(long, long_test, source="en", target="fr", finetune_sizes=[16], max_source_length=64)
-    from transfer_probe.probe import check_probe_setup
+    from transfer_probe.run.probe import check_probe_setup
 
     check_probe_setup(quick_finetune(), [capped], tiny_gpt2, tiny_tokenizer)
     with pytest.raises(ValueError, match=r"generation \(prompt \+ max_new_tokens\)"):

@@ -11,8 +11,8 @@ from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, 
 from transformers import TrainerCallback
 
 from transfer_probe import TransferProbeCallback
-from transfer_probe.executors import InlineExecutor
-from transfer_probe.history import read_history
+from transfer_probe.run.executors import InlineExecutor
+from transfer_probe.store.history import read_history
 
 BATCH = 4
 TOKENS_PER_STEP = BATCH * SEQ_LEN  # include_num_input_tokens_seen off: computed from these
@@ -125,7 +125,7 @@ def test_resume_continues_schedule_without_loss_or_duplicates(tiny_gpt2_config, 
     assert [r["step"] for r in _probe_records(hist)] == [0, 3, 6]
     # The run "crashed" after step 6 was probed; resume from checkpoint-3 and train to step 9.
     # It also left a snapshot behind (a process-executor probe that never finished): cleaned up.
-    from transfer_probe.snapshot import save_snapshot
+    from transfer_probe.run.snapshot import save_snapshot
 
     orphan = save_snapshot(_gpt2(tiny_gpt2_config), tmp_path / "transfer_probe" / "snapshots" / "step-5",
                            tokens=5, step=5)
@@ -222,7 +222,7 @@ def test_law_break_verdict_warns_is_recorded_and_stop_on_stops_training(tiny_gpt
     logged through trainer.log, and stops training (stop_on)."""
     from _synthetic import history_records
 
-    from transfer_probe.history import HistoryWriter
+    from transfer_probe.store.history import HistoryWriter
 
     hist = tmp_path / "transfer_probe" / "history.jsonl"
     HistoryWriter(hist).extend(history_records(task="en-fr", df=32, run_id="run-x", baseline=False))
@@ -283,7 +283,7 @@ def test_adaptive_repeats_remeasure_a_borderline_warning_before_it_is_raised(tin
     from _synthetic import history_records
 
     from transfer_probe.diagnose import Thresholds
-    from transfer_probe.history import HistoryWriter
+    from transfer_probe.store.history import HistoryWriter
 
     hist = tmp_path / "transfer_probe" / "history.jsonl"
     HistoryWriter(hist).extend(history_records(task="en-fr", df=32, run_id="run-y", baseline=False))
@@ -311,7 +311,7 @@ def test_a_suspected_break_is_remeasured_then_confirmed_at_the_default_threshold
     the re-measured point confirms the break, which is then recorded and warned about as a stop."""
     from _synthetic import history_records
 
-    from transfer_probe.history import HistoryWriter
+    from transfer_probe.store.history import HistoryWriter
 
     hist = tmp_path / "transfer_probe" / "history.jsonl"
     HistoryWriter(hist).extend(history_records(task="en-fr", df=32, run_id="run-z", baseline=False))
@@ -391,7 +391,7 @@ def test_executor_class_output_dir_sink_and_keep_snapshots(keep, tiny_gpt2, tiny
     snap = out / "transfer_probe" / "snapshots" / probe.run_id / "step-2"
     assert snap.is_dir() is keep
     if keep:
-        from transfer_probe.snapshot import load_snapshot
+        from transfer_probe.run.snapshot import load_snapshot
 
         assert load_snapshot(snap).step == 2
     # the jsonl sink (no ray, no plugin): every record, in order, as the history has it

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from tests._synthetic import history_records, log_law, power_law
-from transfer_probe.history import HistoryWriter
+from transfer_probe.store.history import HistoryWriter
 
 
 def run(*args, cwd=None):

@@ -228,7 +228,7 @@ def toy_code_task():
 
 @pytest.mark.parametrize("arch", ["gpt2", "t5"])
 def test_real_probe_with_pass_at_k(arch, toy_code_task, request, make_snapshot, fast_finetune):
-    from transfer_probe.probe import ProbeJob, run_probe
+    from transfer_probe.run.probe import ProbeJob, run_probe
 
     model = request.getfixturevalue(f"tiny_{arch}")
     config = dataclasses.replace(fast_finetune, max_steps=60, learning_rate=3e-3, bootstrap=50, num_threads=1)
@@ -252,7 +252,7 @@ def test_real_probe_with_pass_at_k(arch, toy_code_task, request, make_snapshot, 
 
 def test_several_finetune_sizes_without_tests(make_snapshot, tiny_gpt2, fast_finetune):
     """Two D_f on an extracted-source task (no tests: no pass@k, no code runs)."""
-    from transfer_probe.probe import ProbeJob, run_probe
+    from transfer_probe.run.probe import ProbeJob, run_probe
 
     train = [(f'def f{i}(x):\n    """Return x times {i % 7}."""\n', f"    return x * {i % 7}\n") for i in range(40)]
     test = [(f'def g{i}(x):\n    """Return x times {i}."""\n', f"    return x * {i}\n") for i in range(5)]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from transfer_probe.compare import compare_histories, compare_runs, lower_is_better
-from transfer_probe.history import HistoryWriter, read_history
+from transfer_probe.store.history import HistoryWriter, read_history
 
 T = 1e10  # the budget of the synthetic runs
 X = np.geomspace(1e8, 3e9, 10)

@@ -14,7 +14,7 @@ import pytest
 from transfer_probe import demodata
 from transfer_probe.demo import QUICK_SETTINGS, format_table, main, run_demo
 from transfer_probe.diagnose import STATUSES, WARNING_STATUSES, diagnose_all
-from transfer_probe.history import aggregate, probe_records, read_history
+from transfer_probe.store.history import aggregate, probe_records, read_history
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from transfer_probe.diagnose import (
     with_thresholds,
 )
 from transfer_probe.diagnose.tests import replay
-from transfer_probe.history import HistoryWriter, group_key, read_history
+from transfer_probe.store.history import HistoryWriter, group_key, read_history
 
 D = np.geomspace(1e8, 1e10, 8)
 

@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from transfer_probe.history import read_history
+from transfer_probe.store.history import read_history
 
 SCRIPT = textwrap.dedent('''
     import logging, os, sys

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from transfer_probe.history import probe_records, read_history
+from transfer_probe.store.history import probe_records, read_history
 
 pytestmark = pytest.mark.slow
 

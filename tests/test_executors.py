@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from transfer_probe.executors import EXECUTORS, InlineExecutor, ProcessExecutor
-from transfer_probe.history import read_history
-from transfer_probe.probe import FinetuneConfig, ProbeJob
-from transfer_probe.snapshot import save_snapshot
+from transfer_probe.run.executors import EXECUTORS, InlineExecutor, ProcessExecutor
+from transfer_probe.run.probe import FinetuneConfig, ProbeJob
+from transfer_probe.run.snapshot import save_snapshot
+from transfer_probe.store.history import read_history
 
 FAST = FinetuneConfig(max_steps=3, batch_size=8, learning_rate=3e-3, bootstrap=0, device="cpu", num_threads=1,
                       eval_batch_size=64)

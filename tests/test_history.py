@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from transfer_probe.history import HistoryWriter, aggregate, iter_new_records, load_table, read_history
+from transfer_probe.store.history import HistoryWriter, aggregate, iter_new_records, load_table, read_history
 
 
 def _rec(tokens, bleu, repeat=0, **kw):
@@ -78,7 +78,7 @@ def _old_aggregate(records, metrics=None):
     import math
     from collections import defaultdict
 
-    from transfer_probe.history import _finetune_examples, _finite, probe_records
+    from transfer_probe.store.history import _finetune_examples, _finite, probe_records
 
     groups = defaultdict(list)
     for r in probe_records(records):
@@ -111,7 +111,7 @@ def test_streamed_points_aggregate_exactly_like_the_whole_records(tmp_path):
     import random
 
     from tests._synthetic import history_records
-    from transfer_probe.history import read_points
+    from transfer_probe.store.history import read_points
 
     recs = history_records(repeats=3) + history_records(seed=5, task="en-de", df=500, repeats=2, run_id="run-b")
     rng = random.Random(0)
@@ -144,8 +144,8 @@ def test_streamed_points_aggregate_exactly_like_the_whole_records(tmp_path):
 ])
 def test_a_record_that_cannot_be_grouped_is_an_error_naming_file_line_and_count(tmp_path, capsys, bad, why):
     from transfer_probe import cli
-    from transfer_probe.history import group_key, read_points
     from transfer_probe.report import write_report
+    from transfer_probe.store.history import group_key, read_points
 
     recs = [_rec(100 * i, float(i)) for i in range(1, 8)]
     for i in (2, 5):

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transfer_probe import history
 from transfer_probe.laws import (
     LAWS,
     ChinchillaLaw,
@@ -24,6 +23,7 @@ from transfer_probe.laws import (
     fit_rows,
     get_law,
 )
+from transfer_probe.store import history
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

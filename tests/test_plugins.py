@@ -193,7 +193,7 @@ def in_process_plugins(plugin_dir, monkeypatch):
 
 def test_plugin_task_used_by_name_in_a_real_probe(in_process_plugins, tiny_gpt2, make_snapshot, fast_finetune,
                                                   capsys):
-    from transfer_probe import probe
+    from transfer_probe.run import probe
 
     ReverseTask = plugins.get_task_type("reverse")
     assert ReverseTask.__module__ == "transfer_probe_reverse"
@@ -255,7 +255,7 @@ def test_builtins_registered_through_the_hooks(clean_plugins):
     assert plugins.get_metric("pass_at_k")(10, 3, 1) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("kind,module", [("law", "transfer_probe.laws"), ("executor", "transfer_probe.executors")])
+@pytest.mark.parametrize("kind,module", [("law", "transfer_probe.laws"), ("executor", "transfer_probe.run.executors")])
 def test_builtin_targets_resolve_to_their_classes(clean_plugins, kind, module):
     import importlib
 

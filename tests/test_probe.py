@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from transfer_probe import metrics
-from transfer_probe.probe import FinetuneDiverged, ProbeJob, failed_record, greedy_generate, run_probe
+from transfer_probe.run.probe import FinetuneDiverged, ProbeJob, failed_record, greedy_generate, run_probe
 
 
 @pytest.fixture(autouse=True)
@@ -155,7 +155,7 @@ def test_without_isolation_a_nested_trainer_wipes_the_outer_accelerate_state(tmp
     from accelerate.state import AcceleratorState, PartialState
     from transformers import TrainingArguments
 
-    from transfer_probe.probe import isolated_state
+    from transfer_probe.run.probe import isolated_state
 
     outer = TrainingArguments(output_dir=str(tmp_path / "o"), use_cpu=True, report_to="none")
     assert outer.device.type == "cpu"
@@ -245,7 +245,7 @@ def test_length_sorted_batches_on_other_architectures(name, translation_task, ti
 
 def test_half_precision_checkpoint_is_finetuned_in_fp32(tiny_gpt2, tiny_tokenizer, translation_task, fast_finetune,
                                                         tmp_path):
-    from transfer_probe.snapshot import Snapshot, count_parameters
+    from transfer_probe.run.snapshot import Snapshot, count_parameters
 
     tiny_gpt2.to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")
     snap = Snapshot(tokens=1, step=1, params=count_parameters(tiny_gpt2), path=tmp_path / "ckpt",
@@ -262,7 +262,7 @@ def test_finetune_config_reaches_the_nested_trainer_and_generation(tiny_gpt2, ma
     nested Trainer's optimizer and schedule, generate(), the bootstrap interval), not only recorded."""
     import transformers
 
-    import transfer_probe.probe as probe_mod
+    import transfer_probe.run.probe as probe_mod
 
     seen = {}
     train = transformers.Trainer.train

@@ -67,9 +67,9 @@ def ray_executor_cls(ray_plugin_dir):
 
 def test_ray_executor_runs_probes_on_a_local_ray(ray_executor_cls, tmp_path, tiny_gpt2, make_snapshot,
                                                  translation_task, fast_finetune):
-    from transfer_probe.history import read_history
-    from transfer_probe.probe import ProbeJob
-    from transfer_probe.snapshot import save_snapshot
+    from transfer_probe.run.probe import ProbeJob
+    from transfer_probe.run.snapshot import save_snapshot
+    from transfer_probe.store.history import read_history
 
     assert ray_executor_cls.__module__ == "transfer_probe_ray.executor"
     listed = {p["name"]: p for p in plugins.list_plugins()}
@@ -132,7 +132,7 @@ def test_callback_takes_the_ray_executor_and_a_sink_by_name(ray_executor_cls, tm
     from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, small_task
 
     from transfer_probe import TransferProbeCallback
-    from transfer_probe.history import read_history
+    from transfer_probe.store.history import read_history
 
     events = tmp_path / "events.jsonl"
     probe = TransferProbeCallback(

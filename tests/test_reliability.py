@@ -15,11 +15,11 @@ from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, 
 from transformers import TrainerCallback
 
 from transfer_probe import TransferProbeCallback, cli
-from transfer_probe import executors as ex_mod
-from transfer_probe import probe as probe_mod
 from transfer_probe import report as report_mod
-from transfer_probe.executors import InlineExecutor
-from transfer_probe.history import HistoryWriter, iter_new_records, read_history
+from transfer_probe.run import executors as ex_mod
+from transfer_probe.run import probe as probe_mod
+from transfer_probe.run.executors import InlineExecutor
+from transfer_probe.store.history import HistoryWriter, iter_new_records, read_history
 
 
 def _rec(tokens, bleu=10.0, **kw):
@@ -325,7 +325,7 @@ def _kill(proc):
 
 def test_a_second_live_run_in_the_same_output_dir_leaves_the_first_runs_snapshots_alone(
         tiny_gpt2, tiny_tokenizer, translation_pairs, translation_files, tmp_path, caplog):
-    from transfer_probe.snapshot import MARKER_FILENAME, RunSnapshots, load_snapshot
+    from transfer_probe.run.snapshot import MARKER_FILENAME, RunSnapshots, load_snapshot
 
     out = tmp_path / "run"
     a, run_a, worker_a = _start_killable_run(tiny_tokenizer, translation_files, tmp_path, out, block_step=2)
@@ -394,7 +394,7 @@ def test_a_killed_process_run_resumes_as_the_same_run_and_every_submitted_point_
 
 def test_records_the_dead_process_never_judged_get_their_verdict_on_resume(
         tiny_gpt2, tiny_tokenizer, translation_pairs, translation_files, tmp_path, make_snapshot):
-    from transfer_probe.probe import ProbeJob, run_probe
+    from transfer_probe.run.probe import ProbeJob, run_probe
 
     hist = tmp_path / "transfer_probe" / "history.jsonl"
     task = small_task(translation_files)

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 
 from tests._synthetic import history_records
-from transfer_probe.history import HistoryWriter
 from transfer_probe.report import write_report
+from transfer_probe.store.history import HistoryWriter
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

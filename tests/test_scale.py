@@ -10,8 +10,8 @@ import pytest
 from tests._synthetic import history_records
 from transfer_probe import cli, laws
 from transfer_probe import diagnose as dg
-from transfer_probe.history import load_table, read_history
 from transfer_probe.report import write_report
+from transfer_probe.store.history import load_table, read_history
 
 GROUPS = [("en-fr", 50, 0), ("en-fr", 500, 1), ("en-de", 50, 2), ("en-de", 500, 3)]
 

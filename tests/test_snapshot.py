@@ -8,7 +8,7 @@ import shutil
 import pytest
 import torch
 
-from transfer_probe.snapshot import (
+from transfer_probe.run.snapshot import (
     MARKER_FILENAME,
     capture_in_memory,
     count_parameters,
@@ -108,7 +108,7 @@ def test_release_never_touches_foreign_directories(tmp_path):
 
 
 def test_write_snapshot_from_cpu_copy(tiny_gpt2, tiny_t5, tiny_tokenizer, tmp_path):
-    from transfer_probe.snapshot import write_snapshot
+    from transfer_probe.run.snapshot import write_snapshot
 
     for model in (tiny_gpt2, tiny_t5):
         mem = capture_in_memory(model, tokens=99, step=3, tokenizer=tiny_tokenizer)

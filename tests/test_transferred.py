@@ -17,7 +17,7 @@ from _probe_training import SEQ_LEN, lm_examples, make_trainer, quick_finetune, 
 
 from transfer_probe import TransferProbeCallback
 from transfer_probe.diagnose import diagnose_all
-from transfer_probe.history import read_history, read_points
+from transfer_probe.store.history import read_history, read_points
 from transfer_probe.transferred import baseline_curve, data_transferred, fit_across_runs, format_count
 
 TASK = "text-python"

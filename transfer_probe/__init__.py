@@ -10,7 +10,7 @@
     )
     trainer = Trainer(..., callbacks=[probe])
 
-The numeric core (``transfer_probe.laws``, ``transfer_probe.diagnose``, ``transfer_probe.history``)
+The numeric core (``transfer_probe.laws``, ``transfer_probe.diagnose``, ``transfer_probe.store.history``)
 imports neither torch nor transformers; the public names below are imported lazily so that
 ``import transfer_probe.laws`` stays light.
 """
@@ -26,7 +26,7 @@ _LAZY = {
     "TransferProbeCallback": "transfer_probe.callback",
     "TranslationTask": "transfer_probe.tasks",
     "CodeTask": "transfer_probe.tasks",
-    "FinetuneConfig": "transfer_probe.probe",
+    "FinetuneConfig": "transfer_probe.run.probe",
     "hookimpl": "transfer_probe.hookspecs",
 }
 
@@ -35,7 +35,7 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:  # pragma: no cover
     from transfer_probe.callback import TransferProbeCallback as TransferProbeCallback
     from transfer_probe.hookspecs import hookimpl as hookimpl
-    from transfer_probe.probe import FinetuneConfig as FinetuneConfig
+    from transfer_probe.run.probe import FinetuneConfig as FinetuneConfig
     from transfer_probe.tasks import CodeTask as CodeTask
     from transfer_probe.tasks import TranslationTask as TranslationTask
 

@@ -75,11 +75,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from transfer_probe.executors import EXECUTORS, Executor, check_options
-from transfer_probe.history import HISTORY_FILENAME, HistoryWriter, read_history
-from transfer_probe.probe import FinetuneConfig, ProbeJob, check_probe_setup
-from transfer_probe.schedule import ProbePoint, ProbeSchedule, TokenCounter
-from transfer_probe.snapshot import (
+from transfer_probe.run.executors import EXECUTORS, Executor, check_options
+from transfer_probe.run.probe import FinetuneConfig, ProbeJob, check_probe_setup
+from transfer_probe.run.snapshot import (
     RunSnapshots,
     Snapshot,
     capture_in_memory,
@@ -89,6 +87,8 @@ from transfer_probe.snapshot import (
     unwrap_model,
     write_snapshot,
 )
+from transfer_probe.schedule import ProbePoint, ProbeSchedule, TokenCounter
+from transfer_probe.store.history import HISTORY_FILENAME, HistoryWriter, read_history
 from transfer_probe.text import format_tokens
 
 __all__ = ["TransferProbeCallback"]
@@ -139,7 +139,7 @@ class TransferProbeCallback(TrainerCallback):
         executor_options: keyword arguments for the executor (e.g. ``{"max_pending": 2,
             "num_threads": 1, "device": "cuda:7"}`` for ``process``).
         finetune: the fine-tuning budget and measurement settings of every probe
-            (:class:`~transfer_probe.probe.FinetuneConfig`; defaults are for tiny models).
+            (:class:`~transfer_probe.run.probe.FinetuneConfig`; defaults are for tiny models).
         repeats: independent fine-tunes per (point, task, D_f), different seeds (and data subsets
             with ``FinetuneConfig(resample_data=True)``); fits use their mean and spread.
         adaptive_repeats: a cost cap, in fine-tunes over the whole run, for re-measuring suspected or
@@ -822,7 +822,7 @@ class TransferProbeCallback(TrainerCallback):
             snap = capture_in_memory(unwrap_model(self._current[0]), tokens=int(tokens), step=step,
                                      tokenizer=self.tokenizer)
         elif self.keep_snapshots and (self._snapshots_dir / f"step-{step}").is_dir():
-            from transfer_probe.snapshot import load_snapshot
+            from transfer_probe.run.snapshot import load_snapshot
 
             snap = load_snapshot(self._snapshots_dir / f"step-{step}")
         if snap is None:
@@ -921,7 +921,7 @@ def _check_tasks(tasks: Any) -> list[Any]:
 def _resolve_executor(executor: Any) -> type:
     if isinstance(executor, type):
         if not all(hasattr(executor, a) for a in ("submit", "poll", "close")):
-            raise ValueError(f"executor class {executor.__name__} lacks submit/poll/close (see transfer_probe.executors)")
+            raise ValueError(f"executor class {executor.__name__} lacks submit/poll/close (see transfer_probe.run.executors)")
         return executor
     if not isinstance(executor, str):
         raise ValueError(f"executor must be a name ('inline', 'process', 'ray', ...) or a class, got {executor!r}")
@@ -987,7 +987,7 @@ def _is_sharded(args: Any) -> bool:
 
 
 def _params_of(model: Any) -> dict[str, int]:
-    from transfer_probe.snapshot import count_parameters
+    from transfer_probe.run.snapshot import count_parameters
 
     return count_parameters(model) if model is not None else {}
 

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _select(rows: list[dict], task: str | None, finetune_size: int | None, run_id: str | None = None) -> list[dict]:
-    from transfer_probe.history import group_key
+    from transfer_probe.store.history import group_key
 
     out = rows
     if run_id is not None:
@@ -250,7 +250,7 @@ def _one_run(rows: list[dict], path: str) -> None:
 
 
 def _metrics_of(rows: list[dict]) -> list[str]:
-    from transfer_probe.history import probe_records
+    from transfer_probe.store.history import probe_records
 
     return sorted({m for r in probe_records(rows) for m in (r.get("metrics") or {})})
 
@@ -273,7 +273,7 @@ def _is_history(rows: list[dict]) -> bool:
 
 
 def _load(path: str) -> list[dict]:
-    from transfer_probe.history import load_table
+    from transfer_probe.store.history import load_table
 
     p = Path(path)
     if not p.exists():
@@ -291,7 +291,7 @@ def _fit_input(args: argparse.Namespace) -> tuple[list[dict], str]:
     """The rows ``fit`` reads, checked: tokens usable, one run unless the law spans runs."""
     from transfer_probe import laws
     from transfer_probe.diagnose.api import check_tokens
-    from transfer_probe.history import probe_records
+    from transfer_probe.store.history import probe_records
 
     rows = _select(_load(args.file), args.task, args.finetune_size, args.run_id)
     law_name = args.law or ("power" if _looks_like_loss(args.y or "bleu") else "log")
@@ -369,7 +369,7 @@ def _looks_like_loss(name: str) -> bool:
 
 
 def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
-    from transfer_probe.history import group_key, probe_records
+    from transfer_probe.store.history import group_key, probe_records
 
     groups: dict[tuple, list[dict]] = {}
     probes = probe_records(rows)
@@ -414,8 +414,8 @@ def _check_history_columns(rows: list[dict], args: argparse.Namespace) -> None:
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
     """``fit --law chinchilla --approach 1|2|3``: the compute-optimal frontier (transfer_probe.laws.frontier)."""
-    from transfer_probe.history import load_table
     from transfer_probe.laws import frontier
+    from transfer_probe.store.history import load_table
 
     if not args.approach:
         raise CLIError("--compute and --run go with --approach 1|2|3")
@@ -522,7 +522,7 @@ def _check_writable(path: str) -> None:
 def cmd_probe(args: argparse.Namespace) -> int:
     from transfer_probe import plugins
     from transfer_probe.posthoc import probe_checkpoints
-    from transfer_probe.probe import device_problem
+    from transfer_probe.run.probe import device_problem
 
     try:
         plugins.get_task_type(args.task_type)

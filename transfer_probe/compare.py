@@ -44,12 +44,12 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from transfer_probe import history
 from transfer_probe.diagnose import fits as F
 from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, resolution, robust_sd
 from transfer_probe.diagnose.tests import warmup_end
 from transfer_probe.diagnose.verdict import jsonable
 from transfer_probe.plugins import higher_is_better
+from transfer_probe.store import history
 from transfer_probe.text import format_tokens, label
 
 __all__ = ["compare_runs", "compare_histories", "compare_group", "forecast_run", "p_beats", "RunComparison",

@@ -37,8 +37,8 @@ def register_laws(register):
 
 @hookimpl
 def register_executors(register):
-    register("inline", "transfer_probe.executors:InlineExecutor")
-    register("process", "transfer_probe.executors:ProcessExecutor")
+    register("inline", "transfer_probe.run.executors:InlineExecutor")
+    register("process", "transfer_probe.run.executors:ProcessExecutor")
 
 
 @hookimpl

@@ -426,7 +426,7 @@ def _train(corpus: str, s: DemoSettings, out: Path, seed: int) -> Path:
 
     from transfer_probe import demodata
     from transfer_probe.callback import TransferProbeCallback
-    from transfer_probe.probe import FinetuneConfig
+    from transfer_probe.run.probe import FinetuneConfig
 
     sizes = s.sizes_for(corpus)
     task = demodata.number_task(n_train=s.n_train, n_test=s.n_test, finetune_sizes=list(sizes), seed=seed)
@@ -512,7 +512,7 @@ def _head_chars(lines: Sequence[str], n_chars: int) -> list[str]:
 def _summarize(corpus: str, path: Path, finetune_size: int, *, budget_tokens: float) -> DemoRow:
     """Aggregate the newest probe point and diagnose the D_f = ``finetune_size`` group of one history."""
     from transfer_probe.diagnose import diagnose_all
-    from transfer_probe.history import aggregate, group_key, probe_records, read_history
+    from transfer_probe.store.history import aggregate, group_key, probe_records, read_history
 
     records = [r for r in read_history(path) if group_key(r)[1] == finetune_size]
     probes = probe_records(records)

@@ -65,7 +65,7 @@ def register_executors(register: Register) -> None:
     """Register probe executors by name (``"inline"``, ``"process"``, ``"ray"``, ...).
 
     An executor is a class built with keyword arguments that runs ``ProbeJob`` objects; see
-    ``transfer_probe.executors`` for the interface.
+    ``transfer_probe.run.executors`` for the interface.
     """
 
 

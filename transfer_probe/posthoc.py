@@ -19,9 +19,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from transfer_probe.history import HistoryWriter
-from transfer_probe.probe import FinetuneConfig, ProbeJob
-from transfer_probe.snapshot import Snapshot, count_parameters
+from transfer_probe.run.probe import FinetuneConfig, ProbeJob
+from transfer_probe.run.snapshot import Snapshot, count_parameters
+from transfer_probe.store.history import HistoryWriter
 
 logger = logging.getLogger("transfer_probe")
 
@@ -78,7 +78,7 @@ def probe_checkpoint_dirs(
     """Probe every checkpoint for every D_f and repeat of ``task``; append records to ``output``."""
     from tqdm.auto import tqdm
 
-    from transfer_probe.probe import failed_record, run_probe
+    from transfer_probe.run.probe import failed_record, run_probe
 
     config = config or FinetuneConfig()
     task.validate()

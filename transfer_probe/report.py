@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from transfer_probe.history import Aggregator, aggregate, group_key, iter_checked
+from transfer_probe.store.history import Aggregator, aggregate, group_key, iter_checked
 
 __all__ = ["write_report", "render_report", "check_output"]
 

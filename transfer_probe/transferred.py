@@ -3,7 +3,7 @@
 
 Records of one run in, a :class:`TransferResult` out; no Trainer, no torch::
 
-    >>> from transfer_probe.history import read_history
+    >>> from transfer_probe.store.history import read_history
     >>> from transfer_probe.transferred import data_transferred
     >>> res = data_transferred(read_history("run/transfer_probe/history.jsonl"))   # doctest: +SKIP
     >>> print(res)                                                                   # doctest: +SKIP
@@ -46,8 +46,8 @@ import numpy as np
 from scipy import stats
 
 from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, robust_sd
-from transfer_probe.history import aggregate, probe_records
 from transfer_probe.laws import FitResult, PowerLaw, TransferLaw
+from transfer_probe.store.history import aggregate, probe_records
 from transfer_probe.text import format_tokens
 
 __all__ = ["data_transferred", "fit_across_runs", "TransferResult", "TaskTransfer", "TransferPoint", "Growth",

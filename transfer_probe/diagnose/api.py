@@ -9,7 +9,7 @@ from typing import Any
 
 from transfer_probe.diagnose.rules import Diagnosis
 from transfer_probe.diagnose.verdict import DEFAULT_THRESHOLDS, MissingColumnError, Thresholds, Verdict
-from transfer_probe.history import group_key, probe_records
+from transfer_probe.store.history import group_key, probe_records
 
 # Score metrics tried, in order, when the caller names none (higher is better for all of them).
 _SCORE_CANDIDATES = ("bleu", "chrf", "exact_match", "pass@1", "accuracy", "acc", "score")

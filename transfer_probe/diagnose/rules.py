@@ -28,7 +28,7 @@ from transfer_probe.diagnose.lawrules import LawRules
 from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, resolution, robust_sd
 from transfer_probe.diagnose.tests import change_z, replay, warmup_end
 from transfer_probe.diagnose.verdict import Thresholds, Verdict
-from transfer_probe.history import aggregate
+from transfer_probe.store.history import aggregate
 from transfer_probe.text import format_tokens as tok
 from transfer_probe.text import label, long_label
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from transfer_probe.history import SCHEMA_VERSION
+from transfer_probe.store.history import SCHEMA_VERSION
 
 # "suspected" is the first stage of a break: a signal that more measurement should settle before
 # anyone stops a run on it. The confirmed statuses stand until the evidence reverses.
@@ -183,7 +183,7 @@ class Verdict:
         return jsonable(d)
 
     def to_record(self) -> dict:
-        """A history record (``"kind": "verdict"``) for :class:`transfer_probe.history.HistoryWriter`."""
+        """A history record (``"kind": "verdict"``) for :class:`transfer_probe.store.history.HistoryWriter`."""
         d = self.to_dict()
         df = self.finetune_size
         d["finetune_size"] = {"examples": df} if df is not None and not isinstance(df, Mapping) else df

@@ -95,7 +95,7 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
 
 
 def _fit_history(rows, x, y, law_name, law_cls, *, task, finetune_size, weights, at_tokens, **options) -> FitResult:
-    from transfer_probe import history
+    from transfer_probe.store import history
 
     probes = history.probe_records(rows)
     if not probes:
@@ -154,7 +154,7 @@ def _fit_history(rows, x, y, law_name, law_cls, *, task, finetune_size, weights,
 
 
 def _fit_history_transfer(probes, y, at_tokens, **options) -> FitResult:
-    from transfer_probe import history
+    from transfer_probe.store import history
 
     tasks = sorted({str(r.get("task")) for r in probes})
     if len(tasks) > 1:

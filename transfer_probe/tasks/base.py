@@ -2,7 +2,7 @@
 
 A task owns its data (a train split the fine-tuning subsets are drawn from and a test split the
 metrics are measured on), knows how to turn it into model inputs for a given tokenizer and model
-type, and scores generated text. :func:`transfer_probe.probe.run_probe` does the model work
+type, and scores generated text. :func:`transfer_probe.run.probe.run_probe` does the model work
 (fine-tune with a nested ``Trainer``, teacher-forced cross-entropy, batched greedy generation) and
 asks the task for everything else, so a new task type only has to describe its data and its scores.
 

@@ -322,7 +322,7 @@ class CodeTask(TextPairTask):
         """pass@k: sample ``n_samples`` completions per tested problem from the fine-tuned model and
         run each against the problem's tests in the sandbox. Empty when the task has no tests.
 
-        Called by :func:`transfer_probe.probe.run_probe` with the fine-tuned model, inside the
+        Called by :func:`transfer_probe.run.probe.run_probe` with the fine-tuned model, inside the
         probe's RNG isolation.
         """
         if not self.wants_pass_at_k:

@@ -10,7 +10,7 @@
         print(record["task"], record["metrics"].get("bleu"))
     ex.close(timeout=600)
 
-The same ``ProbeJob`` and the same :func:`transfer_probe.probe.run_probe` as the ``inline`` and
+The same ``ProbeJob`` and the same :func:`transfer_probe.run.probe.run_probe` as the ``inline`` and
 ``process`` executors; only where it runs differs. The driver (the training process) keeps the
 history: each finished Ray task's record is appended there by :meth:`RayExecutor.poll`.
 """
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transfer_probe.executors import Executor, ProbeNotFinished, _as_jobs
+from transfer_probe.run.executors import Executor, ProbeNotFinished, _as_jobs
 
 __all__ = ["RayExecutor"]
 
@@ -56,7 +56,7 @@ def _run_job(job: Any, snapshot: Any, files: dict[str, bytes] | None) -> dict:
 
     ``snapshot`` comes separately from the job so the jobs of one point share one copy of the
     weights in the object store."""
-    from transfer_probe.probe import failed_record, run_probe
+    from transfer_probe.run.probe import failed_record, run_probe
 
     job = dataclasses.replace(job, snapshot=snapshot)
     tmp = None
@@ -161,7 +161,7 @@ class RayExecutor(Executor):
                         "point at step %s is skipped. Probes are slower than the schedule: probe less often, add "
                         "resources, or raise max_pending. Further skips are counted in executor.dropped.",
                         len(self._inflight), self.max_pending, snap.step)
-                from transfer_probe.executors import _Point
+                from transfer_probe.run.executors import _Point
 
                 self._release(_Point(jobs=jobs, snapshot=snap))
                 return False

@@ -4,7 +4,7 @@ The job description is executor-agnostic and picklable: a snapshot, a task, a fi
 settings go in, one history record (a dict) comes out. ``inline``, ``process`` and ``ray`` executors
 all call :func:`run_probe` on the same :class:`ProbeJob`::
 
-    from transfer_probe.probe import FinetuneConfig, ProbeJob, run_probe, failed_record
+    from transfer_probe.run.probe import FinetuneConfig, ProbeJob, run_probe, failed_record
 
     job = ProbeJob(snapshot=snap, task=task, finetune_size=64, config=FinetuneConfig(max_steps=60))
     try:
@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from transfer_probe.snapshot import Snapshot
+from transfer_probe.run.snapshot import Snapshot
 
 __all__ = ["FinetuneConfig", "ProbeJob", "run_probe", "failed_record", "generate", "greedy_generate",
            "check_probe_setup", "device_problem",
@@ -528,7 +528,7 @@ def _cut(rows, eos_token_id: int) -> list[list[int]]:
 # The probe
 
 def _header(job: ProbeJob) -> dict[str, Any]:
-    from transfer_probe.history import SCHEMA_VERSION
+    from transfer_probe.store.history import SCHEMA_VERSION
 
     snap = job.snapshot
     return {

@@ -19,7 +19,7 @@ writer submits a point once its files are written), so an executor must be threa
 
 Example::
 
-    from transfer_probe.executors import ProcessExecutor
+    from transfer_probe.run.executors import ProcessExecutor
 
     ex = ProcessExecutor("out/transfer_probe/history.jsonl", max_pending=2)
     ex.submit([ProbeJob(snapshot=snap, task=task, finetune_size=df) for df in task.finetune_sizes])
@@ -49,7 +49,7 @@ from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
 from typing import Any
 
-from transfer_probe.history import HistoryWriter, iter_new_records
+from transfer_probe.store.history import HistoryWriter, iter_new_records
 
 __all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "WorkerDied", "ProbeNotFinished", "EXECUTORS"]
 
@@ -155,7 +155,7 @@ class Executor:
     def _release(self, point: _Point) -> None:
         if self.keep_snapshots:
             return
-        from transfer_probe.snapshot import release_snapshot
+        from transfer_probe.run.snapshot import release_snapshot
 
         try:
             release_snapshot(point.snapshot)
@@ -171,7 +171,7 @@ class Executor:
         self._release(point)
 
     def _record_failure(self, job: Any, exc: BaseException) -> None:
-        from transfer_probe.probe import failed_record
+        from transfer_probe.run.probe import failed_record
 
         self.history.append(failed_record(job, exc))
 
@@ -200,7 +200,7 @@ class InlineExecutor(Executor):
     name = "inline"
 
     def submit(self, jobs: Any) -> bool:
-        from transfer_probe.probe import run_probe
+        from transfer_probe.run.probe import run_probe
 
         jobs = _as_jobs(jobs)
         self._register(jobs)
@@ -237,7 +237,7 @@ class ProcessExecutor(Executor):
     The worker is a fresh Python interpreter (``subprocess`` + ``exec``, never a ``fork`` of the
     training process with its threads and CUDA context; unlike ``multiprocessing``'s spawn it does
     not re-import the user's ``__main__``, so training scripts need no ``if __name__ == "__main__"``
-    guard). It runs one job at a time with the same :func:`~transfer_probe.probe.run_probe` as
+    guard). It runs one job at a time with the same :func:`~transfer_probe.run.probe.run_probe` as
     ``inline`` and appends each record to the history itself; :meth:`poll` picks them up.
 
     Args:
@@ -421,7 +421,7 @@ class ProcessExecutor(Executor):
         parent, child = Pipe(duplex=True)
         cmd = [
             sys.executable, "-c",
-            "import sys; from transfer_probe.executors import _worker_main; _worker_main(*sys.argv[1:])",
+            "import sys; from transfer_probe.run.executors import _worker_main; _worker_main(*sys.argv[1:])",
             str(child.fileno()), str(self.history_path), str(self.num_threads or 0), str(os.getpid()),
         ]
         # stdout -> stderr: the worker's prints must not mix into the training's stdout stream.
@@ -627,7 +627,7 @@ def _worker_main(fd: str, history_path: str, num_threads: str = "0", parent_pid:
         torch.set_num_threads(int(num_threads))
     # Import the heavy parts now, while the training is still starting, not at the first job
     # (the nested Trainer pulls in most of transformers and accelerate: seconds on a busy machine).
-    from transfer_probe.probe import failed_record, run_probe
+    from transfer_probe.run.probe import failed_record, run_probe
 
     try:
         import transformers

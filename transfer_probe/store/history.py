@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from transfer_probe import jsonl
+from transfer_probe.store import jsonl
 
 SCHEMA_VERSION = 1
 HISTORY_FILENAME = "history.jsonl"
@@ -64,7 +64,7 @@ class HistoryWriter:
     """Append records to a JSON Lines file, one fsynced line per record; whole lines or nothing.
 
     Safe from several threads and processes (each append holds an exclusive lock on the file). Opening
-    the writer, and every append, first moves a torn tail aside (see :mod:`transfer_probe.jsonl`). A
+    the writer, and every append, first moves a torn tail aside (see :mod:`transfer_probe.store.jsonl`). A
     write that fails (disk full, I/O error) never raises: the file is cut back to its last whole line,
     the record is kept in memory (:attr:`held`) and retried at the next append, :meth:`flush` and at
     exit; the failure is logged once per outage.
