@@ -182,3 +182,17 @@ def test_null_metric_values_are_left_out_with_a_note_and_all_null_is_a_clear_err
     err = capsys.readouterr().err
     assert "no probe record of (task='en-fr', finetune_size=50) has a numeric 'bleu' (8 records" in err
     assert err.count("\n") == 1
+
+
+def test_the_interval_level_of_a_record_scales_its_standard_error():
+    """A single repeat's standard error is its interval's half-width over the quantile of the level
+    the interval was made at (``ci_level``), not always 1.645: an 80% interval of the same width
+    means a larger error."""
+    from transfer_probe.store.history import aggregate
+
+    base = {"kind": "probe", "run_id": "r", "task": "t", "finetune_size": 8, "tokens": 1e6,
+            "pretrained": True, "status": "ok", "metrics": {"bleu": 10.0}, "metrics_ci": {"bleu": [8.0, 12.0]}}
+    old = aggregate([base])[0]["sem"]["bleu"]
+    at80 = aggregate([{**base, "ci_level": 0.8}])[0]["sem"]["bleu"]
+    assert old == pytest.approx(2.0 / 1.6449, rel=1e-3)  # records without a level: 90%
+    assert at80 == pytest.approx(2.0 / 1.2816, rel=1e-3)

@@ -162,3 +162,23 @@ def test_templates_and_extra_metric_settings_are_checked(translation_pairs):
                         prompt_template="English: {source}\nFrench:", finetune_sizes=[5], max_test_examples=7)
     assert len(t.test_pairs) == 7 and t.describe()["prompt_template"].startswith("English:")
     assert "TranslationTask(name='en-fr'" in repr(t)
+
+
+def test_task_intervals_at_the_level_asked_and_a_legacy_task_says_90(translation_task, tiny_tokenizer,
+                                                                      tiny_gpt2_config):
+    from transfer_probe.tasks.base import TaskScores, score_task
+
+    prepared = translation_task.prepare(tiny_tokenizer, tiny_gpt2_config)
+    refs = prepared.references
+    hyps = [r if i % 3 else "wrong" for i, r in enumerate(refs)]
+    wide, lw = score_task(translation_task, hyps, prepared, bootstrap=300, seed=0, interval=0.95)
+    narrow, ln = score_task(translation_task, hyps, prepared, bootstrap=300, seed=0, interval=0.5)
+    assert (lw, ln) == (0.95, 0.5)
+    width = lambda s: s.metrics_ci["bleu"][1] - s.metrics_ci["bleu"][0]  # noqa: E731
+    assert width(narrow) < 0.6 * width(wide)
+
+    class Legacy:  # a task written before score() took an interval
+        def score(self, hypotheses, prepared, *, bootstrap=0, seed=0):
+            return TaskScores(metrics={"exact_match": 1.0})
+
+    assert score_task(Legacy(), hyps, prepared, bootstrap=0, seed=0, interval=0.5)[1] == 0.9

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from transfer_probe.run.snapshot import Snapshot
+from transfer_probe.tasks.base import score_task
 
 __all__ = ["FinetuneConfig", "ProbeJob", "run_probe", "failed_record", "generate", "greedy_generate",
            "check_probe_setup", "device_problem",
@@ -612,8 +613,9 @@ def run_probe(job: ProbeJob) -> dict:
 
     t = time.perf_counter()
     seed = cfg.seed + job.repeat  # bootstrap draws: fixed per repeat, independent of the fine-tune
-    scores = task.score(hypotheses, prepared, bootstrap=cfg.bootstrap, seed=seed)
-    ce = bootstrap_ratio(nll, counts, bootstrap=cfg.bootstrap, seed=seed, interval=cfg.interval)
+    # every interval of the record at one level, recorded (the fits read errors back from widths)
+    scores, level = score_task(task, hypotheses, prepared, bootstrap=cfg.bootstrap, seed=seed, interval=cfg.interval)
+    ce = bootstrap_ratio(nll, counts, bootstrap=cfg.bootstrap, seed=seed, interval=level)
     timing["scoring"] = time.perf_counter() - t
 
     metrics = dict(scores.metrics)
@@ -630,11 +632,11 @@ def run_probe(job: ProbeJob) -> dict:
         ci.update(model_scores.metrics_ci)
         signatures.update(model_scores.metric_signatures)
     if cfg.bootstrap > 0:
-        signatures["bootstrap"] = BOOTSTRAP_SIGNATURE.format(interval=cfg.interval, n=cfg.bootstrap, seed=seed)
+        signatures["bootstrap"] = BOOTSTRAP_SIGNATURE.format(interval=level, n=cfg.bootstrap, seed=seed)
     ft_record = {k: ft[k] for k in ("steps", "learning_rate", "batch_size", "seed", "seconds", "precision",
                                     "device", "train_loss", "lr_scheduler_type")}
     record.update(
-        status="ok", error=None, metrics=metrics, metrics_ci=ci, metric_signatures=signatures,
+        status="ok", error=None, metrics=metrics, metrics_ci=ci, ci_level=level, metric_signatures=signatures,
         finetune=ft_record, seconds=time.perf_counter() - t0, timing=timing,
         cpu_seconds=time.process_time() - cpu0,  # this process's CPU time: robust to a busy machine
         test_examples=len(prepared.references),

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import atexit
 import csv
+import functools
 import json
 import logging
 import math
 import os
+import statistics
 import threading
 import time
 import weakref
@@ -388,9 +390,27 @@ def _finish(key: tuple, pt: _Point, metrics: Iterable[str] | None) -> dict:
             sem[m] = math.sqrt(var / len(vals))
         else:
             ci = (pt.first.get("metrics_ci") or {}).get(m)
-            sem[m] = (float(ci[1]) - float(ci[0])) / (2 * 1.645) if ci and len(ci) == 2 else float("nan")
+            sem[m] = (float(ci[1]) - float(ci[0])) / (2 * _z_of(pt.first)) if ci and len(ci) == 2 else float("nan")
     return {"run_id": run_id, "tokens": tokens, "task": task, "finetune_size": df, "pretrained": pretrained,
             "step": pt.step, "n": pt.n, "mean": mean, "sem": sem, "values": values}
+
+
+def _z_of(record: Mapping[str, Any]) -> float:
+    """The normal quantile of the level of a record's intervals (``ci_level``; records written before
+    it existed have 90% intervals)."""
+    level = record.get("ci_level")
+    try:
+        level = float(level) if level is not None else 0.9
+    except (TypeError, ValueError):
+        level = 0.9
+    if not 0 < level < 1:
+        level = 0.9
+    return _normal_quantile(0.5 + level / 2)
+
+
+@functools.lru_cache(maxsize=32)
+def _normal_quantile(p: float) -> float:
+    return statistics.NormalDist().inv_cdf(p)
 
 
 def aggregate(records: Iterable[Mapping[str, Any]], metrics: Iterable[str] | None = None) -> list[dict]:
@@ -399,7 +419,8 @@ def aggregate(records: Iterable[Mapping[str, Any]], metrics: Iterable[str] | Non
     Returns dicts sorted by (pretrained, tokens) with ``tokens``, ``task``, ``finetune_size``,
     ``pretrained``, ``run_id``, ``n`` (repeats), ``mean`` and ``sem`` (dicts per metric) and
     ``values`` (the per-repeat values). The standard error of a single repeat comes from its
-    bootstrap interval when recorded (90% interval half-width / 1.645), else it is ``nan``.
+    bootstrap interval when recorded (its half-width over the normal quantile of the record's
+    ``ci_level``, 0.9 when not recorded), else it is ``nan``.
     Records that stand for several repeats (:meth:`Aggregator.records`, :func:`read_points`) count as
     those repeats.
     """

@@ -102,8 +102,10 @@ class Task(Protocol):
         """Indices into ``prepared.train`` of the D_f = ``size`` fine-tuning examples of a repeat."""
 
     def score(self, hypotheses: list[str], prepared: PreparedTask, *, bootstrap: int = 0,
-              seed: int = 0) -> TaskScores:
-        """Generation metrics of decoded ``hypotheses`` (one per test example, in order)."""
+              seed: int = 0, interval: float = 0.9) -> TaskScores:
+        """Generation metrics of decoded ``hypotheses`` (one per test example, in order), with
+        bootstrap intervals at level ``interval`` (a task whose ``score`` takes no ``interval`` is
+        taken to give 90% intervals: :func:`score_task`)."""
 
     def describe(self) -> dict[str, Any]:
         """Settings that change the numbers (copied into records and reports)."""
@@ -411,5 +413,22 @@ class TextPairTask:
         return text.strip()
 
     def score(self, hypotheses: list[str], prepared: PreparedTask, *, bootstrap: int = 0,
-              seed: int = 0) -> TaskScores:
+              seed: int = 0, interval: float = 0.9) -> TaskScores:
         raise NotImplementedError(f"{type(self).__name__} must implement score()")
+
+
+def score_task(task: Any, hypotheses: list[str], prepared: PreparedTask, *, bootstrap: int, seed: int,
+               interval: float) -> tuple[TaskScores, float]:
+    """``task.score(...)`` at the interval level asked for, and the level its intervals really have:
+    tasks written before ``interval`` existed give 90% intervals, and the record must say so (the
+    errors of the fits are read back from the interval widths)."""
+    import inspect
+
+    try:
+        params = inspect.signature(task.score).parameters
+    except (TypeError, ValueError):
+        params = {}
+    takes = "interval" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if takes:
+        return task.score(hypotheses, prepared, bootstrap=bootstrap, seed=seed, interval=interval), float(interval)
+    return task.score(hypotheses, prepared, bootstrap=bootstrap, seed=seed), 0.9

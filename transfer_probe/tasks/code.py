@@ -299,16 +299,16 @@ class CodeTask(TextPairTask):
         return truncate_completion(text).rstrip()
 
     def score(self, hypotheses: list[str], prepared: PreparedTask, *, bootstrap: int = 0,
-              seed: int = 0) -> TaskScores:
+              seed: int = 0, interval: float = 0.9) -> TaskScores:
         """Exact match, BLEU and chrF of the greedy completions against the reference completions."""
         from transfer_probe import metrics
 
         refs = prepared.references
         out = TaskScores()
         for key, res in (
-            ("exact_match", metrics.exact_match(hypotheses, refs, bootstrap=bootstrap, seed=seed)),
-            ("bleu", metrics.corpus_bleu(hypotheses, refs, bootstrap=bootstrap, seed=seed, **self.bleu_args)),
-            ("chrf", metrics.corpus_chrf(hypotheses, refs, bootstrap=bootstrap, seed=seed, **self.chrf_args)),
+            ("exact_match", metrics.exact_match(hypotheses, refs, bootstrap=bootstrap, seed=seed, interval=interval)),
+            ("bleu", metrics.corpus_bleu(hypotheses, refs, bootstrap=bootstrap, seed=seed, interval=interval, **self.bleu_args)),
+            ("chrf", metrics.corpus_chrf(hypotheses, refs, bootstrap=bootstrap, seed=seed, interval=interval, **self.chrf_args)),
         ):
             out.metrics[key] = res.score
             if res.ci is not None:

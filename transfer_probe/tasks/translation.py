@@ -138,16 +138,16 @@ class TranslationTask(TextPairTask):
         return d
 
     def score(self, hypotheses: list[str], prepared: PreparedTask, *, bootstrap: int = 0,
-              seed: int = 0) -> TaskScores:
+              seed: int = 0, interval: float = 0.9) -> TaskScores:
         """BLEU, chrF and exact match (with bootstrap intervals), plus any extra metrics."""
         from transfer_probe import metrics
 
         refs = prepared.references
         out = TaskScores()
         for key, res in (
-            ("bleu", metrics.corpus_bleu(hypotheses, refs, bootstrap=bootstrap, seed=seed, **self.bleu_args)),
-            ("chrf", metrics.corpus_chrf(hypotheses, refs, bootstrap=bootstrap, seed=seed, **self.chrf_args)),
-            ("exact_match", metrics.exact_match(hypotheses, refs, bootstrap=bootstrap, seed=seed)),
+            ("bleu", metrics.corpus_bleu(hypotheses, refs, bootstrap=bootstrap, seed=seed, interval=interval, **self.bleu_args)),
+            ("chrf", metrics.corpus_chrf(hypotheses, refs, bootstrap=bootstrap, seed=seed, interval=interval, **self.chrf_args)),
+            ("exact_match", metrics.exact_match(hypotheses, refs, bootstrap=bootstrap, seed=seed, interval=interval)),
         ):
             out.metrics[key] = res.score
             if res.ci is not None:
