@@ -39,7 +39,7 @@ def table(tmp_path_factory):
 
 
 def test_help_on_every_command_has_examples():
-    for cmd in ["fit", "diagnose", "report", "probe", "demo"]:
+    for cmd in ["fit", "diagnose", "report", "probe", "demo", "plugins", "compare"]:
         out = run(cmd, "--help")
         assert out.returncode == 0, out.stderr
         assert "examples:" in out.stdout and f"transfer-probe {cmd}" in out.stdout
@@ -128,10 +128,24 @@ def test_report_with_several_files_shows_every_run(history, tmp_path):
         "data:image/png;base64,") + 2
 
 
+def test_plugins_command_prints_a_table_and_has_help():
+    out = run("plugins")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["name", "kind", "source"]
+    rows = {tuple(line.split()) for line in lines[1:]}
+    for row in [("translation", "task", "built-in"), ("bleu", "metric", "built-in"), ("log", "law", "built-in"),
+                ("process", "executor", "built-in"), ("jsonl", "sink", "built-in")]:
+        assert row in rows, out.stdout
+    helped = run("plugins", "--help")
+    assert helped.returncode == 0 and "one per line with the plugin it comes from" in helped.stdout
+    assert "transfer-probe plugins --json" in helped.stdout
+
+
 def test_plugins_command_lists_the_builtins_as_json():
     from transfer_probe import plugins
 
-    out = run("plugins")
+    out = run("plugins", "--json")
     assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)
     builtin = next(p for p in listed if p["name"] == "transfer_probe.default_plugins")
@@ -294,3 +308,32 @@ def test_fit_law_transfer_on_two_model_sizes_fits_beta(tmp_path):
     assert fit["params"]["alpha"] == pytest.approx(TRANSFER_ALPHA, abs=0.01), fit["params"]
     assert fit["params"]["k"] == pytest.approx(TRANSFER_K, rel=0.1), fit["params"]
     assert fit["extra"]["params"] == [4e5, 4e6, 4e5, 4e6, 4e5, 4e6, 4e5, 4e6]
+
+
+def test_a_command_given_too_many_files_says_so_in_its_own_words():
+    """``diagnose a b`` failed with the top-level usage ("transfer-probe: error: unrecognized arguments")."""
+    out = run("diagnose", "a.jsonl", "b.jsonl")
+    assert out.returncode == 2
+    assert out.stderr == ("transfer-probe diagnose: error: unrecognized arguments: b.jsonl (diagnose reads one "
+                          "file; see transfer-probe diagnose --help)\n")
+    out = run("fit", "a.jsonl", "--bogus")
+    assert out.stderr == "transfer-probe fit: error: unrecognized arguments: --bogus (see transfer-probe fit --help)\n"
+    out = run("--bogus")
+    assert out.returncode == 2 and out.stderr.startswith("transfer-probe: error: unrecognized arguments: --bogus")
+
+
+def test_report_without_output_says_where_it_wrote(history, tmp_path):
+    out = run("report", str(history), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "transfer_probe_report.html").is_file()
+    assert out.stdout.strip() == (f"report written to {(tmp_path / 'transfer_probe_report.html').resolve()} (no -o "
+                                  "given: the default name in the current directory; choose with -o FILE)")
+
+
+def test_demo_help_states_the_demos_own_measured_time():
+    from transfer_probe.demo import DEMO_TIME
+
+    out = run("demo", "--help")
+    assert out.returncode == 0
+    assert " ".join(DEMO_TIME.split()) in " ".join(out.stdout.split())
+    assert "about 10 minutes" not in out.stdout

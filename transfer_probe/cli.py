@@ -19,10 +19,12 @@ import logging
 import math
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 EXIT_USAGE = 2
+DEFAULT_REPORT = "transfer_probe_report.html"
 
 
 class CLIError(Exception):
@@ -89,6 +91,8 @@ def _add_fit_options(p: argparse.ArgumentParser, *, ce: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from transfer_probe.demo import DEMO_TIME  # the demo's measured time, said in one place
+
     parser = _Parser(
         prog="transfer-probe",
         formatter_class=_formatter,
@@ -107,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", formatter_class=_formatter, help="pre-train tiny models offline and watch the verdicts differ",
         description="Pre-train a tiny GPT-2 from scratch on corpora that differ in alignment with an\n"
         "English->French number-words task, probing with TransferProbeCallback, then print the verdicts\n"
-        "and write an HTML report. Offline; about 10 minutes on 2 CPU cores (--quick: about 2).",
+        "and write an HTML report. Offline.\n" + textwrap.fill(DEMO_TIME, 100),
         epilog="examples:\n  transfer-probe demo\n  transfer-probe demo --quick --out /tmp/tp-demo\n",
     )
     p.add_argument("--out", default="transfer_probe_demo", help="output directory (default: ./transfer_probe_demo)")
@@ -175,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  transfer-probe report a/history.jsonl b/history.jsonl -o compare.html --budget 2e10\n",
     )
     p.add_argument("files", nargs="+", help="history files")
-    p.add_argument("-o", "--output", default="transfer_probe_report.html", help="HTML file to write")
+    p.add_argument("-o", "--output", help=f"HTML file to write (default: ./{DEFAULT_REPORT})")
     p.add_argument("--run-id", help="only this run (history files holding several runs)")
     p.add_argument("--budget", type=_tokens_arg, help="planned pre-training tokens (marked, predicted at)")
     p.add_argument("--target", type=_target_arg, help="target BLEU (marked)")
@@ -209,7 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="device for the fine-tunes (cpu, cuda:0, ...)")
     p.add_argument("-o", "--output", default="transfer_probe_history.jsonl", help="history file to append to")
 
-    sub.add_parser("plugins", help="list the installed plugins and what they register")
+    p = sub.add_parser(
+        "plugins", formatter_class=_formatter, help="list the installed plugins and what they register",
+        description="List what the loaded plugins register: task types, metrics, laws, executors and sinks,\n"
+        "one per line with the plugin it comes from (built-in, or the installed distribution).",
+        epilog="examples:\n  transfer-probe plugins\n  transfer-probe plugins --json\n",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (one object per plugin) instead of a table")
     return parser
 
 
@@ -481,12 +491,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for f in args.files:
         _check_input_file(f)
+    output = args.output or DEFAULT_REPORT
     try:
-        out = write_report(args.files, args.output, budget_tokens=args.budget, target=args.target,
+        out = write_report(args.files, output, budget_tokens=args.budget, target=args.target,
                            run_id=args.run_id)
     except OSError as err:
-        raise CLIError(f"cannot write the report to {args.output}: {err.strerror or err}") from None
-    print(f"report written to {out}")
+        raise CLIError(f"cannot write the report to {output}: {err.strerror or err}") from None
+    if args.output:
+        print(f"report written to {out}")
+    else:  # a file the user did not name: say where it went and how to choose
+        print(f"report written to {Path(out).resolve()} (no -o given: the default name in the current "
+              "directory; choose with -o FILE)")
     return 0
 
 
@@ -500,8 +515,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     from transfer_probe import plugins
 
-    print(json.dumps(plugins.list_plugins(), indent=2, default=_jsonable))
+    listed = plugins.list_plugins()
+    if args.json:
+        print(json.dumps(listed, indent=2, default=_jsonable))
+        return 0
+    rows = []
+    for plugin in listed:
+        source = plugin["distribution"] or ("built-in" if plugin["name"].startswith("transfer_probe.")
+                                            else f"in-process ({plugin['name']})")
+        rows += [(name, kind, source) for kind, names in plugin["registered"].items() for name in names]
+        if not plugin["registered"]:  # loaded, but adds nothing: still worth seeing
+            rows.append(("-", "nothing registered", source))
+    print(_table(("name", "kind", "source"), rows))
     return 0
+
+
+def _table(head: tuple[str, ...], rows: list[tuple]) -> str:
+    """Plain text columns, left-aligned, two spaces apart."""
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows, strict=True)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [head, *rows])
 
 
 def _check_writable(path: str) -> None:
@@ -562,9 +595,24 @@ def _indent(text: str, prefix: str = "  ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, except that arguments a command does not take are that command's error (its own
+    one line and --help), not the top-level one."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not args.command:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        files = [a.dest for a in command._actions if a.dest == "file"]
+        reads = f"{args.command} reads one file; " if files and not extra[0].startswith("-") else ""
+        command.exit(EXIT_USAGE, f"{command.prog}: error: unrecognized arguments: {' '.join(extra)} "
+                                 f"({reads}see {command.prog} --help)\n")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.version:
         from transfer_probe import __version__
 
