@@ -337,3 +337,24 @@ def test_demo_help_states_the_demos_own_measured_time():
     assert out.returncode == 0
     assert " ".join(DEMO_TIME.split()) in " ".join(out.stdout.split())
     assert "about 10 minutes" not in out.stdout
+
+
+def test_fit_says_at_its_bound_instead_of_a_meaningless_error(tmp_path):
+    """A parameter pinned at a bound printed as ``E: 2.816e-16 +/- 0`` or ``alpha: 4.69e-15 +/- 2.17
+    (46193108780773728.0%)``: its value there and "at its bound" instead."""
+    import numpy as np
+
+    t = np.geomspace(1e5, 1e8, 7)
+    (tmp_path / "pure.csv").write_text("tokens,loss\n" + "".join(f"{x:.6g},{40 * x ** -0.25:.8g}\n" for x in t))
+    out = run("fit", str(tmp_path / "pure.csv"), "--y", "loss", "--law", "power")
+    assert out.returncode == 0, out.stderr
+    assert "\n      E:      0 (at its bound)\n" in out.stdout, out.stdout
+    assert re.search(r"\n      alpha:  0\.25 \+/- ", out.stdout), out.stdout  # a free parameter keeps its error
+    res = json.loads(run("fit", str(tmp_path / "pure.csv"), "--y", "loss", "--law", "power", "--json").stdout)
+    assert res[0]["fit"]["at_bound"] == {"E": 0.0}
+    # falling scores: the log-law's alpha runs to 0 (the fit is not ok, and says why)
+    (tmp_path / "falling.csv").write_text("tokens,bleu\n" + "".join(
+        f"{x:.6g},{b}\n" for x, b in zip(t, [5, 4.8, 4.5, 4.7, 4.2, 4.0, 3.9], strict=True)))
+    out = run("fit", str(tmp_path / "falling.csv"))
+    assert out.returncode == 0, out.stderr
+    assert "\n      alpha:  0 (at its bound)\n" in out.stdout and "alpha went to 0" in out.stdout, out.stdout

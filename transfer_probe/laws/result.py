@@ -240,6 +240,36 @@ class FitResult:
         return n, d
 
     # -------------------------------------------------------------------- reporting
+    @property
+    def at_bound(self) -> dict[str, float]:
+        """Public parameters the fit left at a bound of their range, with their value there: e.g.
+        ``{"E": 0.0}`` for a power law with no floor, ``{"alpha": 0.0}`` for a log-law on falling scores.
+
+        Read off the final lmfit parameters' bounds (same tolerance as the fit's own check); a public
+        parameter counts when its internal one has its name or when the bound makes it exactly 0
+        (LogLaw's alpha = h * c). Printing such a value with a standard error would be meaningless
+        (``E=2.8e-16+-0``); reports say "at its bound" instead. Empty without an lmfit result.
+        """
+        law, lm, theta = self._law, self.lmfit_result, self._theta
+        if law is None or lm is None or theta is None or not np.all(np.isfinite(theta)):
+            return {}
+        snapped = np.array(theta, dtype=float)
+        hit = set()
+        for j, name in enumerate(law.internal_names):
+            par = lm.params.get(name)
+            if par is None:
+                continue
+            span = par.max - par.min if np.isfinite(par.max - par.min) else 1.0
+            for b in (par.min, par.max):
+                if np.isfinite(b) and abs(snapped[j] - b) <= 1e-6 * max(1.0, abs(span)):
+                    snapped[j] = b
+                    hit.add(name)
+        if not hit:
+            return {}
+        public = law._public(snapped, self._ref)
+        return {k: float(public[k]) for k in law.param_names
+                if k in hit or (public[k] == 0 and self.params.get(k) != 0)}
+
     def to_lmfit(self) -> lmfit.Parameters:
         """The public parameters as ``lmfit.Parameters`` (values, ``stderr``, ``correl``), e.g. for
         ``lmfit.printfuncs.fit_report(fit.to_lmfit())`` or to seed another lmfit model."""
@@ -264,6 +294,7 @@ class FitResult:
             "notes": list(self.notes),
             "params": {k: _jsonable(v) for k, v in self.params.items()},
             "stderr": {k: _jsonable(v) for k, v in self.stderr.items()},
+            "at_bound": {k: _jsonable(v) for k, v in self.at_bound.items()},
             "correl": {k: _jsonable(v) for k, v in self.correl.items()},
             "n_points": self.n_points,
             "x_range": _nested_jsonable(self.x_range),
@@ -289,7 +320,11 @@ class FitResult:
             lines.append(f"    note:        {n}")
         lines.append("[[Variables]]")
         width = max(len(k) for k in self.params) if self.params else 1
+        bound = self.at_bound
         for k, v in self.params.items():
+            if k in bound:  # its error is no error (held there, or the spread of a value pinned at 0)
+                lines.append(f"    {k + ':':<{width + 1}}  {bound[k]:.6g} (at its bound)")
+                continue
             se = self.stderr.get(k, math.nan)
             rel = f" ({abs(se / v) * 100:.1f}%)" if v and math.isfinite(se) and math.isfinite(v) else ""
             lines.append(f"    {k + ':':<{width + 1}}  {v:.6g} +/- {se:.3g}{rel}")
