@@ -358,3 +358,16 @@ def test_fit_says_at_its_bound_instead_of_a_meaningless_error(tmp_path):
     out = run("fit", str(tmp_path / "falling.csv"))
     assert out.returncode == 0, out.stderr
     assert "\n      alpha:  0 (at its bound)\n" in out.stdout and "alpha went to 0" in out.stdout, out.stdout
+
+
+def test_fit_says_why_points_have_no_standard_error(tmp_path):
+    """BLEU 0 with bootstrap on gives intervals [0, 0]: the note said "single repeat and no bootstrap
+    interval" although every point had one."""
+    recs = history_records(repeats=1, baseline=False)
+    for r in recs[:3]:
+        r["metrics"]["bleu"], r["metrics_ci"]["bleu"] = 0.0, [0.0, 0.0]
+    del recs[3]["metrics_ci"]["bleu"]
+    HistoryWriter(tmp_path / "h.jsonl").extend(recs)
+    res = json.loads(run("fit", str(tmp_path / "h.jsonl"), "--json").stdout)
+    assert ("unweighted: 4 point(s) have no standard error (1 with a single repeat and no bootstrap interval; "
+            "3 with zero-width intervals: bleu was 0 in every repeat and bootstrap resample)") in res[0]["fit"]["notes"]

@@ -145,12 +145,24 @@ def _fit_history(rows, x, y, law_name, law_cls, *, task, finetune_size, weights,
         if np.all(np.isfinite(sem) & (sem > 0)):
             sg = sem
         else:
-            notes.append(f"unweighted: {int((~(np.isfinite(sem) & (sem > 0))).sum())} point(s) have no standard "
-                         f"error (single repeat and no bootstrap interval)")
+            notes.append(_no_sem_note(sem, ys, y))
     res = law_cls(**options).fit(xs, ys, sg)
     res.notes.extend(notes)
     res.extra.setdefault("repeats", [int(p["n"]) for p in points])
     return res
+
+
+def _no_sem_note(sem: np.ndarray, ys: np.ndarray, y: str) -> str:
+    """Why a fit is unweighted, in the user's terms: no interval at all, or intervals of zero width
+    (a bootstrap over a score that is 0 everywhere, e.g. BLEU 0, gives [0, 0])."""
+    missing, zero = ~np.isfinite(sem), np.isfinite(sem) & (sem <= 0)
+    why = []
+    if missing.any():
+        why.append(f"{int(missing.sum())} with a single repeat and no bootstrap interval")
+    if zero.any():
+        same = f"{y} was 0" if np.all(ys[zero] == 0) else f"{y} was the same"
+        why.append(f"{int(zero.sum())} with zero-width intervals: {same} in every repeat and bootstrap resample")
+    return f"unweighted: {int((missing | zero).sum())} point(s) have no standard error ({'; '.join(why)})"
 
 
 def _fit_history_transfer(probes, y, at_tokens, **options) -> FitResult:
