@@ -42,7 +42,13 @@ def _probe_records(path):
     return [r for r in read_history(path) if r.get("kind") == "probe"]
 
 
-def test_inline_end_to_end_history_and_logs(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path, caplog):
+def test_inline_end_to_end_history_and_logs(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path, caplog,
+                                            monkeypatch):
+    import transfer_probe.callback as cb_mod
+
+    reads = []
+    real_read = cb_mod.read_history
+    monkeypatch.setattr(cb_mod, "read_history", lambda *a, **k: reads.append(a) or real_read(*a, **k))
     spy = LogSpy()
     probe = TransferProbeCallback([task], every_tokens=3 * TOKENS_PER_STEP, finetune=quick_finetune(),
                                   seq_len=SEQ_LEN)
@@ -50,6 +56,8 @@ def test_inline_end_to_end_history_and_logs(tiny_gpt2, tiny_tokenizer, train_dat
     with caplog.at_level(logging.INFO, logger="transfer_probe"):
         trainer.train()
     assert probe.trainer is trainer  # found without being told
+    # the history is read once, at train begin; the verdicts use what the callback keeps in memory
+    assert len(reads) <= 1, reads
     hist = tmp_path / "transfer_probe" / "history.jsonl"
     recs = _probe_records(hist)
     # baseline + probes at steps 3 and 6 (every 384 tokens at 128 tokens per step)

@@ -268,6 +268,7 @@ class TransferProbeCallback(TrainerCallback):
         self.timing: dict[str, float] = defaultdict(float)
         self.end_wait_seconds = 0.0
         self.records: list[dict] = []  # results seen by this callback in this process
+        self._mine: list[dict] = []  # every record of this run (resumed ones too), as written
         self._run_snapshots: RunSnapshots | None = None
         self._recorded: set[tuple] = set()  # (step, pretrained, task, D_f, repeat) with a record in the history
 
@@ -402,12 +403,13 @@ class TransferProbeCallback(TrainerCallback):
 
     def _resume_from_history(self, state, tokens: int, snapshots_root: Path) -> None:
         """Continue a run found in the history when resuming (the run whose process died, else the last one)."""
-        records = []
+        every = []
         if self.history_path.exists():
             try:
-                records = [r for r in read_history(self.history_path) if r.get("kind", "probe") == "probe"]
+                every = read_history(self.history_path)
             except ValueError as err:
                 raise ValueError(f"cannot resume from {self.history_path}: {err}") from None
+        records = [r for r in every if r.get("kind", "probe") == "probe"]
         resuming = state.global_step > 0
         if self.run_id is None:
             # A killed run may have no record yet, and the last record may be another live run's.
@@ -419,6 +421,9 @@ class TransferProbeCallback(TrainerCallback):
             else:
                 self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         mine = [r for r in records if str(r.get("run_id")) == self.run_id]
+        # What this run knows, kept in memory from here on (the file stays the durable truth): the
+        # verdicts read it instead of re-reading the whole history at every probe point.
+        self._mine = [r for r in every if str(r.get("run_id")) == self.run_id]
         self._done_steps = {int(r.get("step") or 0) for r in mine if r.get("pretrained", True)}
         self._recorded = {_job_key(r) for r in mine}
         if resuming:
@@ -621,6 +626,7 @@ class TransferProbeCallback(TrainerCallback):
         step = int(state.global_step)
         for rec in records:
             self.records.append(rec)
+            self._mine.append(rec)
             self._log_line(rec, step)
             for sink in self.sinks:
                 _safe(sink, "on_record", rec)
@@ -710,7 +716,7 @@ class TransferProbeCallback(TrainerCallback):
         if diag is None or not any(r.get("status") == "ok" and r.get("pretrained", True) for r in new):
             return
         try:
-            mine = [r for r in read_history(self.history_path) if str(r.get("run_id")) == self.run_id]
+            mine = [r for r in self._mine if str(r.get("run_id")) == self.run_id]
             verdicts = diag.diagnose_all(mine, budget_tokens=self.budget_tokens, target=self.target_bleu,
                                         **({"thresholds": self.thresholds} if self.thresholds is not None else {}))
         except Exception as exc:  # a diagnosis bug must never stop training
@@ -737,6 +743,7 @@ class TransferProbeCallback(TrainerCallback):
                 rec.setdefault("step", int(state.global_step))
                 rec.setdefault("tokens", tokens)
                 self._history.append(rec)
+                self._mine.append(rec)
                 for sink in self.sinks:
                     _safe(sink, "on_verdict", verdict)
                 self._trainer_log(_verdict_values(task, df, verdict), state, at_step=probed)
@@ -766,7 +773,7 @@ class TransferProbeCallback(TrainerCallback):
         try:
             from transfer_probe.transferred import data_transferred
 
-            mine = [r for r in read_history(self.history_path) if str(r.get("run_id")) == self.run_id]
+            mine = [r for r in self._mine if str(r.get("run_id")) == self.run_id]
             result = data_transferred(mine)
             for task, df in touched:
                 tt = result.tasks.get(task)
@@ -779,6 +786,7 @@ class TransferProbeCallback(TrainerCallback):
                        "noise": tt.noise}
                 rec["transfer_status"] = rec.pop("status")  # a record's "status" is a probe's ok / failed
                 self._history.append(rec)
+                self._mine.append(rec)
                 self._trainer_log(_transfer_values(task, df, point), state, at_step=point.step)
         except Exception as exc:  # an analysis bug must never stop training
             logger.warning("transfer_probe | data transferred failed: %s: %s", type(exc).__name__, exc)
