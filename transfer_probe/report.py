@@ -303,11 +303,13 @@ def _verdict_fits(d, v, budget) -> dict:
     if isinstance(v.stats.get("plateau"), dict) and hasattr(d, "sigma"):
         return _plateau_fits(out, d, v)
     brk = v.stats.get("break") or {}
-    if v.status in ("misaligned", "law_break", "suspected") and brk.get("level") is not None:
+    if v.status in ("misaligned", "law_break", "suspected") and brk.get("level") is not None and hasattr(d, "sigma"):
         x = d.x[w:]
-        since = float(brk.get("since") or x[-1])
-        out["levels"] = [(float(brk["level"]), float(x[0]), float(x[-1]), "best level before the break"),
-                         (float(brk["now"]), since, float(x[-1]), "level since the break")]
+        look = d.break_state(x, d.y[w:])  # the same sequential test replayed: where its levels were measured
+        (plo, phi), (a, e) = look.get("peak", (0, 0)), look.get("suffix", (len(x) - 1, len(x) - 1))
+        since = float(brk.get("since") or x[a])
+        out["levels"] = [(float(brk["level"]), float(x[plo]), float(x[phi]), "best level (the probes it is the mean of)"),
+                         (float(brk["now"]), float(x[a]), float(x[e]), "level of the newest probes")]
         z = brk.get("z")
         support = brk.get("z_support")
         checks = (f"fell from {brk['level']:.3g} to {brk['now']:.3g} since {_tok(since)} tokens"
@@ -326,6 +328,7 @@ def _verdict_fits(d, v, budget) -> dict:
     return out
 
 
+SHORT_NAMES = {"log": "log-law", "saturating": "saturating law", "power": "power law"}
 LAW_NAMES = {"log": "log-law (log(A·D^a))^b", "saturating": "saturating law C − A/D^a", "power": "power law E + A/D^a"}
 
 
@@ -369,13 +372,14 @@ def _aligned_fits(out: dict, d, v, budget) -> dict:
         ahead = grid >= float(x[-1])
         curve.update(low=np.where(ahead, mean - scale * (mean - lo), np.nan),
                      high=np.where(ahead, mean + scale * (hi - mean), np.nan), color="#cf222e",
-                     label=f"{LAW_NAMES.get(kind, kind)}: the verdict's law", band_label="90% prediction band")
+                     label=f"{SHORT_NAMES.get(kind, kind)}: the verdict's law", band_label="90% prediction band")
         pr = v.prediction or {}
         if pr.get("mean") is not None:
             out["prediction"] = {"tokens": pr["budget"], "mean": pr["mean"], "low": pr["low"], "high": pr["high"]}
     else:
-        curve.update(color="#6e7781", ls=":", label=f"{LAW_NAMES.get(kind, kind)}: the verdict's law, not trusted "
-                                                    "(drawn over the probes only)")
+        curve.update(color="#6e7781", ls=":", label=f"{SHORT_NAMES.get(kind, kind)}: the verdict's law, not trusted")
+        out["notes"].append(f"the verdict's {SHORT_NAMES.get(kind, kind)} is drawn over the probes only: not trusted "
+                            "for a prediction, so not extended")
     out["curves"].append(curve)
     return out
 
@@ -398,7 +402,7 @@ def _plateau_fits(out: dict, d, v) -> dict:
         if F.usable(fit):
             grid = np.geomspace(float(x[0]), float(x[-1]), 160)
             out["curves"].append({"x": grid, "y": F.curve(fit, grid), "x_end": float(x[-k - 1]), "color": color,
-                                  "law": kind, "lw": 1.3, "label": f"{LAW_NAMES[kind]} fitted before the newest {k}"})
+                                  "law": kind, "lw": 1.3, "label": f"{SHORT_NAMES[kind]} fitted before the newest {k}"})
     out["law"], out["summary"] = "log+saturating", "plateau test"
     return out
 
@@ -739,11 +743,12 @@ def _transferred_task(run: str, tt) -> str:
                        "high": [floor if far else p.high for p, far in zip(pts, past, strict=True)]})
         p = pts[-1]
         if past[-1]:
-            dt, mult = f"over {_count(floor)} (past the curve's reach)", f"over x{(floor + df) / df:.3g}"
+            dt, mult = f"over {_count(floor)} (past the curve's reach)", f"over x{_mult((floor + df) / df)}"
         else:
             band = "" if math.isnan(p.low) else f" [{_count(p.low)}, {_count(p.high)}]"
             dt = _count(p.transferred) + band
-            mult = f"x{p.multiplier:.3g}" + ("" if math.isnan(p.low) else f" [{p.multiplier_low:.3g}, {p.multiplier_high:.3g}]")
+            mult = f"x{_mult(p.multiplier)}" + ("" if math.isnan(p.low) else
+                                               f" [{_mult(p.multiplier_low)}, {_mult(p.multiplier_high)}]")
         rows.append([_count(df), _tok(p.tokens), dt, mult,
                      p.status.replace("_", " ") + (" (extrapolated)" if p.extrapolated else ""), tt.growth[df].text()])
     fig = _figure(transferred_figure(series, "examples"), f"data transferred D_T against D_p, {tt.task}",
@@ -759,6 +764,11 @@ def _transferred_task(run: str, tt) -> str:
     method = (f"<ul class='reasons'><li>from-scratch curve: {_e(tt.baseline.method.replace('_', '-'))} "
               f"({_e(tt.baseline.why)})</li><li>CE noise: {_e(tt.noise)}</li>{law}</ul>")
     return head + "<div class='plots'>" + fig + "</div>" + table + method
+
+
+def _mult(m: float) -> str:
+    """A data multiplier: 1.3, 31, 450, then the token format (2.9e4)."""
+    return format_tokens(m) if math.isfinite(m) and m >= 1e4 else f"{m:.3g}"
 
 
 def _count(x: float) -> str:

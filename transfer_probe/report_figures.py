@@ -169,8 +169,9 @@ def group_figure(spec: dict) -> str:
         ax.errorbar([pr["tokens"]], [pr["mean"]], yerr=[[pr["mean"] - pr["low"]], [pr["high"] - pr["mean"]]],
                     fmt="D", color="#cf222e", capsize=4, zorder=4, label="prediction at the budget (90%)")
         ys += [pr["low"], pr["high"]]
-    for yv, a, b, lab in spec.get("levels", ()):
-        ax.plot([a, b], [yv, yv], ":", color="#a40e26", lw=1.6, label=lab)
+    for (yv, a, b, lab), style in zip(spec.get("levels", ()), (":", "--"), strict=False):
+        a, b = (a / 1.15, b * 1.15) if a == b else (a, b)  # a level of one probe: a short bar around it
+        ax.plot([a, b], [yv, yv], style, color="#a40e26", lw=1.8, label=lab, zorder=2)
     if spec.get("baseline"):
         b, s = spec["baseline"]
         ax.axhline(b, color="#6e7781", ls="--", lw=1.2, label="no pre-training baseline")
