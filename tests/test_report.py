@@ -97,7 +97,11 @@ def test_which_run_to_continue_section(decisions):
     # P(row beats column): mix-a vs mix-c is too close to call (shaded), mix-a vs mix-b called
     assert not g.pairs[1].called and g.p("mix-a", "mix-c") is not None
     assert f"<td class='close' title='too close to call'>{g.p('mix-a', 'mix-c'):.2f}" in sec
-    assert f"<td>{g.p('mix-a', 'mix-b'):.2f}</td>" in sec
+    assert g.p("mix-a", "mix-b") > 0.9995 and "<td>&gt; 0.999</td>" in sec and "<td>&lt; 0.001</td>" in sec
+    # each run's own verdict law is shown next to the comparison's
+    assert sec.count("<td class='l'>log (trusted)</td>") == 3
+    assert g.run("mix-b").law == "saturating"  # compare_runs' own choice differs from mix-b's verdict: said so
+    assert "<p class='meta'>mix-b: the comparison forecasts each run on its own" in sec
     assert "ranking: 1. mix-a = mix-c  2. mix-b" in sec
     assert html.escape(g.recommendation, quote=True) in sec
     assert "code-run" not in sec  # a group with one run is not a comparison

@@ -119,7 +119,7 @@ def render_report(
              f"<p class='meta'>written {_e(time.strftime('%Y-%m-%d %H:%M:%S'))}"
              + (f" &middot; budget {format_tokens(budget_tokens)} tokens" if budget_tokens else "")
              + (f" &middot; target BLEU {target:g}" if target is not None else "") + "</p>"]
-    summary_rows, sections, runs = [], [], []
+    summary_rows, sections, runs, laws = [], [], [], {}
     for path, records in sources:
         for run_id, run in _summarise(path, records).items():
             points = run["points"].records()  # one record per probe point, standing for its repeats
@@ -128,13 +128,14 @@ def render_report(
                 sec, row = _group_section(path, run_id, task, df, g, points, budget_tokens, target)
                 sections.append(sec)
                 summary_rows.append(row)
+                laws[(len(runs) - 1, str(task), str(df))] = row[6]  # the verdict's law (trusted or not)
     if not sections:
         parts.append("<p>No probe results in these files yet.</p>")
     else:
         parts.append("<h2>Summary</h2>")
         parts.append(_table(["run", "task", "D_f", "probes", "last BLEU", "verdict", "law (trusted)",
                              "recommendation", "prediction at budget"], summary_rows, left={0, 1, 5, 6, 7}))
-        parts.append(_which_run(runs, budget_tokens))
+        parts.append(_which_run(runs, budget_tokens, laws))
         parts.append(_transferred(runs))
         parts.extend(sections)
     body = "\n".join(p for p in parts if p)
@@ -602,7 +603,8 @@ def _run_labels(runs: list[tuple[Path, str, list]]) -> list[str]:
     return [rid if count[rid] == 1 else f"{path.parent.name or path.stem}:{rid}" for path, rid, _ in runs]
 
 
-def _which_run(runs: list[tuple[Path, str, list]], budget) -> str:
+def _which_run(runs: list[tuple[Path, str, list]], budget, laws: dict | None = None) -> str:
+    """``laws``: {(index in runs, task, D_f): the verdict's law}, shown next to the comparison's own."""
     from transfer_probe.compare import compare_runs
 
     labels = _run_labels(runs)
@@ -619,9 +621,12 @@ def _which_run(runs: list[tuple[Path, str, list]], budget) -> str:
     except ValueError as err:
         return f"<h2>Which run to continue</h2><p>not compared: {_e(err)}</p>"
     parts = []
+    index = {lab: i for i, lab in enumerate(labels)}
     for g in cmp.groups:
         if len(g.runs) >= 2:
-            parts.append(_which_run_group(g))
+            verdict_laws = {rf.run_id: (laws or {}).get((index.get(rf.run_id), str(g.task), str(g.finetune_size)), "")
+                            for rf in g.runs}
+            parts.append(_which_run_group(g, verdict_laws))
     if not parts:
         return ""
     return ("<h2>Which run to continue</h2>" + "".join(parts)
@@ -629,7 +634,7 @@ def _which_run(runs: list[tuple[Path, str, list]], budget) -> str:
               f"otherwise it is too close to call (shaded).</p>")
 
 
-def _which_run_group(g) -> str:
+def _which_run_group(g, verdict_laws: dict) -> str:
     from transfer_probe.report_figures import runs_figure
 
     L = label(g.metric)
@@ -653,9 +658,17 @@ def _which_run_group(g) -> str:
         pred = f"{rf.mean:.3g} [{rf.low:.3g}, {rf.high:.3g}]" if rf.predicted else f"none: {rf.why}"
         law = (LAW_NAMES.get(rf.law, rf.law or "") + (f", widened x{rf.interval_scale:.2g}" if rf.interval_scale > 1 else "")
                if rf.source == "law" else "")
-        rows.append([rf.run_id, _tok(rf.tokens), f"{rf.current:.3g}", pred, law, rf.source or ""])
-    table = _table(["run", "tokens", f"current {L}", f"predicted at {_tok(g.budget)} [interval]", "law", "source"],
-                   rows, left={0, 3, 4, 5})
+        rows.append([rf.run_id, _tok(rf.tokens), f"{rf.current:.3g}", pred, law, rf.source or "",
+                     verdict_laws.get(rf.run_id, "")])
+    table = _table(["run", "tokens", f"current {L}", f"predicted at {_tok(g.budget)} [interval]", "law", "source",
+                    "the run's verdict: law"], rows, left={0, 3, 4, 5, 6})
+    differ = [rf.run_id for rf in g.runs if rf.source == "law" and verdict_laws.get(rf.run_id)
+              and verdict_laws[rf.run_id] != f"{rf.law} (trusted)"]
+    if differ:
+        table += (f"<p class='meta'>{_e(', '.join(differ))}: the comparison forecasts each run on its own "
+                  "(compare_runs: its warm-up, noise and trust rule, without the verdict's check of the interval's "
+                  "width at the budget), so its law can differ from the one the run's verdict rests on; both are "
+                  "shown.</p>")
     ranking = "  ".join(f"{i}. {' = '.join(t)}" for i, t in enumerate(g.ranking, 1)) or "none"
     if g.unranked:
         ranking += f" (unranked: {', '.join(g.unranked)})"
@@ -663,6 +676,13 @@ def _which_run_group(g) -> str:
     return (head + "<div class='plots'>" + fig + "</div>" + table + _odds_matrix(g)
             + f"<p>ranking: {_e(ranking)}</p><p>recommendation: <b>{_e(g.recommendation)}</b></p>"
             + (f"<ul class='reasons'>{notes}</ul>" if notes else ""))
+
+
+def _prob(p: float) -> str:
+    """0.62, 0.997, &gt; 0.999, &lt; 0.001: never a bare 1.00 or 0.00 for odds that are not certain."""
+    if p > 0.9995 or p < 0.0005:
+        return "&gt; 0.999" if p > 0.5 else "&lt; 0.001"
+    return f"{p:.3f}" if p > 0.995 or p < 0.005 else f"{p:.2f}"
 
 
 def _odds_matrix(g) -> str:
@@ -680,9 +700,9 @@ def _odds_matrix(g) -> str:
             if p is None:
                 cells.append("<td class='na'>n/a</td>")
             elif (a, b) in called:
-                cells.append(f"<td>{p:.2f}</td>")
+                cells.append(f"<td>{_prob(p)}</td>")
             else:
-                cells.append(f"<td class='close' title='too close to call'>{p:.2f} <small>too close to call</small></td>")
+                cells.append(f"<td class='close' title='too close to call'>{_prob(p)} <small>too close to call</small></td>")
         body.append(f"<tr><th class='l'>{_e(a)}</th>{''.join(cells)}</tr>")
     return ("<p class='meta'>P(row beats column) at the budget:</p>"
             f"<table class='odds'><thead><tr><th class='l'>row \\ column</th>{th}</tr></thead>"
