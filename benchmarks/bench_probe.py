@@ -11,8 +11,14 @@ order, BLEU and chrF through ``evaluate.load`` metric modules, and a bootstrap i
 resampled hypothesis strings. Both fine-tunes use the same seed, data order and steps, so the
 fine-tuned weights and therefore BLEU are the same: the ratio is at equal BLEU.
 
-Runs are interleaved (ours, straightforward, ours, ...) and the median is reported, because the
-reference machine is shared and its load moves.
+The fine-tune alone is also measured against its floor: the same model, data order (the nested
+``Trainer``'s: one permutation per epoch from ``seed + epoch``) and optimizer (fused AdamW) in a plain
+torch loop (collate, forward, backward, AdamW step, nothing else: no clipping, scheduler or seeding),
+and against the nested ``Trainer`` the probe used before (issue 16), whose weights ours must equal.
+
+Runs are interleaved (the order reversed every other round) and the median is reported, because the
+reference machine is shared and its load moves; CPU seconds (``time.process_time``) are the steadier
+figure on a loaded machine.
 """
 
 from __future__ import annotations
@@ -73,6 +79,76 @@ def model_config(arch: str, tok):
     return T5Config(vocab_size=len(tok), d_model=64, d_kv=16, d_ff=128, num_layers=1, num_decoder_layers=1,
                     num_heads=4, dropout_rate=0.0, feed_forward_proj="relu", pad_token_id=tok.pad_token_id,
                     eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)
+
+
+def _features(snapshot, task, size: int, seed: int):
+    prepared = task.prepare(snapshot.load_tokenizer(), snapshot.load_config())
+    indices = task.train_indices(prepared, size, repeat=0, seed=seed, resample=False)
+    return [prepared.train[i] for i in indices], prepared.pad_token_id
+
+
+def floor_finetune(model, features, pad_token_id: int, cfg, seed: int) -> None:
+    """The arithmetic's floor: collate, forward, backward, fused AdamW step; nothing else."""
+    import torch
+
+    from transfer_probe.run.finetune import Collator
+
+    collate = Collator(pad_token_id)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=True)
+    model.train()
+    step, epoch, n = 0, 0, len(features)
+    while step < cfg.max_steps:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for b in range(0, n, cfg.batch_size):
+            model(**collate([features[i] for i in order[b: b + cfg.batch_size]])).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step == cfg.max_steps:
+                break
+        epoch += 1
+
+
+def trainer_finetune(model, features, pad_token_id: int, cfg, seed: int) -> None:
+    """The probe's fine-tune before issue 16: a nested ``Trainer``, configured quiet."""
+    import tempfile
+
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    from transfer_probe.run.finetune import Collator
+
+    with tempfile.TemporaryDirectory(prefix="bench_probe_ft_") as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+            learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type,
+            warmup_steps=cfg.warmup_ratio, seed=seed, data_seed=seed, report_to="none", save_strategy="no",
+            eval_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True, dataloader_pin_memory=False,
+            remove_unused_columns=False, logging_nan_inf_filter=False)
+        trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=Collator(pad_token_id))
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+
+
+def finetunes_side_by_side(snapshot, task, size: int, cfg, order: int) -> dict:
+    """Seconds (wall, CPU) of the floor, ours and the nested Trainer on fresh copies, in ``order``
+    (reversed when odd); ``maxdiff``: the largest weight difference between ours and the Trainer's."""
+    from transfer_probe.run.finetune import finetune
+    from transfer_probe.run.probe import isolated_state
+
+    features, pad = _features(snapshot, task, size, cfg.seed)
+    ways = {"floor": floor_finetune, "ours": finetune, "trainer": trainer_finetune}
+    out, models = {}, {}
+    for name in list(ways)[:: -1 if order % 2 else 1]:
+        model = snapshot.load_model(seed=cfg.seed)
+        with isolated_state(num_threads=cfg.num_threads):
+            t, c = time.perf_counter(), time.process_time()
+            ways[name](model, features, pad, cfg, cfg.seed)
+            out[name] = {"wall": time.perf_counter() - t, "cpu": time.process_time() - c}
+        models[name] = model
+    out["maxdiff"] = max(float((a - b).detach().abs().max()) for a, b in
+                         zip(models["ours"].parameters(), models["trainer"].parameters(), strict=True))
+    return out
 
 
 def straightforward_probe(snapshot, task, size: int, cfg, bootstrap: int) -> dict:
@@ -202,19 +278,27 @@ def main(argv=None) -> int:
         # Warm-up (imports, first tokenization, evaluate module load) of both, not timed.
         run_probe(replace(job, config=replace(cfg, max_steps=2)))
         straightforward_probe(snap, task, args.df, replace(cfg, max_steps=2), 2)
-        ours, naive = [], []
+        finetunes_side_by_side(snap, task, args.df, replace(cfg, max_steps=2), 0)
+        ours, naive, fts = [], [], []
         for r in range(args.repeats):
-            t, c = time.perf_counter(), time.process_time()
-            rec = run_probe(job)
-            ours.append({"total": time.perf_counter() - t, "cpu": time.process_time() - c, **rec["timing"], "bleu": rec["metrics"]["bleu"],
-                         "chrf": rec["metrics"]["chrf"], "ce_value": rec["metrics"]["cross_entropy"]})
-            t, c = time.perf_counter(), time.process_time()
-            res = straightforward_probe(snap, task, args.df, cfg, args.bootstrap)
-            naive.append({"total": time.perf_counter() - t, "cpu": time.process_time() - c, **res["timing"], "bleu": res["bleu"], "chrf": res["chrf"],
-                          "ce_value": res["cross_entropy"]})
+            fts.append(finetunes_side_by_side(snap, task, args.df, cfg, r))
+            for way in ("ours", "straightforward")[:: -1 if r % 2 else 1]:
+                t, c = time.perf_counter(), time.process_time()
+                if way == "ours":
+                    rec = run_probe(job)
+                    ours.append({"total": time.perf_counter() - t, "cpu": time.process_time() - c, **rec["timing"],
+                                 "bleu": rec["metrics"]["bleu"], "chrf": rec["metrics"]["chrf"],
+                                 "ce_value": rec["metrics"]["cross_entropy"]})
+                else:
+                    res = straightforward_probe(snap, task, args.df, cfg, args.bootstrap)
+                    naive.append({"total": time.perf_counter() - t, "cpu": time.process_time() - c, **res["timing"],
+                                  "bleu": res["bleu"], "chrf": res["chrf"], "ce_value": res["cross_entropy"]})
+            ft = fts[-1]
             print(f"{arch} run {r}: ours {ours[-1]['total']:.2f}s BLEU {ours[-1]['bleu']:.2f} | "
-                  f"straightforward {naive[-1]['total']:.2f}s BLEU {naive[-1]['bleu']:.2f}", file=sys.stderr)
-        results[arch] = {"ours": ours, "straightforward": naive, "params": snap.params}
+                  f"straightforward {naive[-1]['total']:.2f}s BLEU {naive[-1]['bleu']:.2f} | fine-tune CPU s: floor "
+                  f"{ft['floor']['cpu']:.2f} ours {ft['ours']['cpu']:.2f} trainer {ft['trainer']['cpu']:.2f} "
+                  f"(max |ours - trainer| {ft['maxdiff']:.2g})", file=sys.stderr)
+        results[arch] = {"ours": ours, "straightforward": naive, "finetunes": fts, "params": snap.params}
 
     def med(rows, key):
         return statistics.median(r[key] for r in rows)
@@ -240,6 +324,24 @@ def main(argv=None) -> int:
             - med(res["straightforward"], "bootstrap"))
         print(f"| {arch} | ratio ours/straightforward | total {ratio:.2f} (CPU {cpu_ratio:.2f}); after the "
               f"fine-tune {eval_ours / eval_naive:.2f}; total without any scoring {no_ci:.2f} ||||||||")
+    print("\nThe fine-tune alone, side by side on fresh copies (seconds, median; ratio to the floor):\n")
+    print("| model | floor wall | floor CPU | ours wall | ours CPU | ours/floor (wall, CPU) | nested Trainer wall | "
+          "CPU | Trainer/floor (wall, CPU) | max abs weight diff ours vs Trainer |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for arch, res in results.items():
+        fts = res["finetunes"]
+
+        def fmed(way, key, fts=fts):
+            return statistics.median(f[way][key] for f in fts)
+
+        cells = []
+        for way in ("floor", "ours", "trainer"):
+            cells += [f"{fmed(way, 'wall'):.2f}", f"{fmed(way, 'cpu'):.2f}"]
+            if way != "floor":
+                cells.append(f"{fmed(way, 'wall') / fmed('floor', 'wall'):.2f}, "
+                             f"{fmed(way, 'cpu') / fmed('floor', 'cpu'):.2f}")
+        cells.append(f"{max(f['maxdiff'] for f in fts):.2g}")
+        print(f"| {arch} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"args": vars(args), "results": results}, fh, indent=1)

@@ -256,25 +256,93 @@ def test_half_precision_checkpoint_is_finetuned_in_fp32(tiny_gpt2, tiny_tokenize
     assert rec["status"] == "ok" and math.isfinite(rec["finetune"]["train_loss"])
 
 
-def test_finetune_config_reaches_the_nested_trainer_and_generation(tiny_gpt2, make_snapshot, translation_task,
-                                                                   tiny_tokenizer, fast_finetune, monkeypatch):
-    """Scheduler, warmup, weight decay, max_new_tokens and interval: each is read where it acts (the
-    nested Trainer's optimizer and schedule, generate(), the bootstrap interval), not only recorded."""
+def _trainer_finetune(model, features, pad, cfg, seed, tmp):
+    """The probe's fine-tune before issue 16: a nested Trainer with the probe's settings."""
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    from transfer_probe.run.finetune import Collator
+
+    args = TrainingArguments(
+        output_dir=str(tmp), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio, seed=seed, data_seed=seed, report_to="none", save_strategy="no",
+        logging_strategy="no", disable_tqdm=True, use_cpu=True, dataloader_pin_memory=False,
+        remove_unused_columns=False, logging_nan_inf_filter=False)
+    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=Collator(pad))
+    trainer.remove_callback(PrinterCallback)
+    return trainer.train().training_loss
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5"])
+def test_lean_finetune_equals_the_nested_trainer(arch, request, translation_task, tiny_tokenizer, fast_finetune,
+                                                 tmp_path, monkeypatch):
+    """The lean loop (no Trainer) gives the nested Trainer's weights and training loss bit for bit:
+    same seeding, data order across epochs (4 steps of 16 per epoch of 64), fused AdamW with the
+    Trainer's weight-decay groups, linear warmup and decay, clipping, the model's own loss."""
     import transformers
 
+    from transfer_probe.run.probe import _finetune, isolated_state
+
+    model = request.getfixturevalue(f"tiny_{arch}")
+    p = translation_task.prepare(tiny_tokenizer, model.config)
+    features = [p.train[i] for i in range(64)]
+    cfg = replace(fast_finetune, max_steps=10, lr_scheduler_type="linear", warmup_ratio=0.25, weight_decay=0.1,
+                  learning_rate=3e-3)
+    ours, theirs = (type(model)(model.config) for _ in range(2))
+    for m in (ours, theirs):
+        m.load_state_dict(model.state_dict())
+    with isolated_state(num_threads=1):
+        ref_loss = _trainer_finetune(theirs, features, p.pad_token_id, cfg, 1000, tmp_path)
+
+    def no_trainer(*args, **kwargs):
+        raise AssertionError("the probe's fine-tune built a Trainer")
+
+    monkeypatch.setattr(transformers.Trainer, "__init__", no_trainer)
+    with isolated_state(num_threads=1):
+        ft = _finetune(ours, features, p.pad_token_id, cfg, 1000)
+    assert ft["train_loss"] == ref_loss and ft["steps"] == 10 and ft["device"] == "cpu"
+    moved = False
+    for (name, a), b, c in zip(ours.named_parameters(), theirs.parameters(), model.parameters(), strict=True):
+        assert torch.equal(a, b), name
+        moved = moved or not torch.equal(a, c)
+    assert moved
+    # weight decay and the schedule act: without them the weights differ
+    plain = type(model)(model.config)
+    plain.load_state_dict(model.state_dict())
+    with isolated_state(num_threads=1):
+        _finetune(plain, features, p.pad_token_id, replace(cfg, weight_decay=0.0, lr_scheduler_type="constant",
+                                                           warmup_ratio=0.0), 1000)
+    assert not all(torch.equal(a, b) for a, b in zip(ours.parameters(), plain.parameters(), strict=True))
+
+
+def test_group_by_length_batches_are_seeded_and_of_similar_length(translation_task, tiny_tokenizer, tiny_gpt2):
+    from transfer_probe.run.finetune import batches
+
+    p = translation_task.prepare(tiny_tokenizer, tiny_gpt2.config)
+    features = p.train[:256]
+
+    def spread(sampling, seed=0):
+        it = batches(features, 16, seed, sampling)
+        got = [next(it) for _ in range(32)]  # two epochs
+        return got, sum(max(map(len, (f["input_ids"] for f in b))) - min(len(f["input_ids"]) for f in b)
+                        for b in got)
+
+    grouped, grouped_spread = spread("group_by_length")
+    shuffled, shuffled_spread = spread("random")
+    assert grouped_spread < 0.5 * shuffled_spread  # less padding per batch
+    assert spread("group_by_length")[0] == grouped and spread("group_by_length", seed=1)[0] != grouped
+    assert grouped[:16] != grouped[16:]  # a new grouping every epoch
+    for epoch in (grouped[:16], shuffled[:16]):  # each epoch sees every example once
+        assert sorted(id(f) for b in epoch for f in b) == sorted(id(f) for f in features)
+
+
+def test_finetune_config_reaches_generation_and_intervals(tiny_gpt2, make_snapshot, translation_task,
+                                                          tiny_tokenizer, fast_finetune, monkeypatch):
+    """max_new_tokens and interval are read where they act (generate(), the bootstrap interval), not
+    only recorded (scheduler, warmup and weight decay: test_lean_finetune_equals_the_nested_trainer)."""
     import transfer_probe.run.probe as probe_mod
 
-    seen = {}
-    train = transformers.Trainer.train
-
-    def spy_train(self, *args, **kwargs):
-        out = train(self, *args, **kwargs)
-        sched = self.lr_scheduler
-        seen.update(args=self.args, groups=[(len(g["params"]), g["weight_decay"]) for g in self.optimizer.param_groups],
-                    factors=[sched.lr_lambdas[0](s) for s in range(self.args.max_steps + 1)])
-        return out
-
-    monkeypatch.setattr(transformers.Trainer, "train", spy_train)
     gen_calls = []
     generate = probe_mod.generate
 
@@ -288,12 +356,6 @@ def test_finetune_config_reaches_the_nested_trainer_and_generation(tiny_gpt2, ma
     rec = run_probe(ProbeJob(snapshot=make_snapshot(tiny_gpt2), task=translation_task, finetune_size=64,
                              config=config))
     assert rec["status"] == "ok", rec.get("error")
-    args = seen["args"]
-    assert (args.lr_scheduler_type, args.warmup_steps, args.weight_decay) == ("linear", 0.25, 0.1)
-    # linear warmup over 2 of 8 steps, then linear decay to 0
-    assert seen["factors"] == pytest.approx([0.0, 0.5, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6, 0.0])
-    # decay on the weight matrices, none on biases and LayerNorms (the Trainer's two groups)
-    assert sorted(wd for _, wd in seen["groups"]) == [0.0, 0.1] and all(n > 0 for n, _ in seen["groups"])
     assert rec["finetune"]["lr_scheduler_type"] == "linear"
     # max_new_tokens: what generate() is asked for, the signature, and what comes out
     assert gen_calls == [3] and rec["metric_signatures"]["generation"] == "greedy|max_new_tokens:3|stop:eos"

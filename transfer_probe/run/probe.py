@@ -12,8 +12,8 @@ all call :func:`run_probe` on the same :class:`ProbeJob`::
     except Exception as err:
         record = failed_record(job, err)
 
-What a probe does, in order: load a fresh model from the snapshot; fine-tune it with a nested
-``transformers.Trainer`` (the caller's RNG streams, thread count, grad mode and accelerate's global
+What a probe does, in order: load a fresh model from the snapshot; fine-tune it (the nested
+``transformers.Trainer``'s training step, run lean through accelerate: ``run/finetune.py``; the caller's RNG streams, thread count, grad mode and accelerate's global
 state are saved first and restored after, so an outer ``Trainer`` running in the same process is
 unaffected); teacher-forced cross-entropy on the test split's target tokens; batched greedy
 generation (length-sorted batches, KV cache, stop at eos); the task's scores (BLEU, chrF...) with
@@ -23,17 +23,18 @@ bootstrap intervals over test sentences.
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import numbers
 import os
 import random
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from transfer_probe.run.finetune import Collator as _Collator  # noqa: F401 - old private name
+from transfer_probe.run.finetune import finetune
+from transfer_probe.run.finetune import precision_flags as _precision_flags  # noqa: F401
 from transfer_probe.run.snapshot import Snapshot
 from transfer_probe.tasks.base import score_task
 
@@ -358,119 +359,21 @@ def isolated_state(*, device: str | None = None, num_threads: int | None = None)
 # ---------------------------------------------------------------------------------------------
 # Fine-tuning
 
-class _Collator:
-    """Pad ``input_ids`` (pad id), ``attention_mask`` and ``labels`` (-100) to the batch maximum."""
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, features: Sequence[dict]) -> dict:
-        import torch
-
-        width_in = max(len(f["input_ids"]) for f in features)
-        width_lab = max(len(f["labels"]) for f in features)
-        n = len(features)
-        ids = torch.full((n, width_in), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((n, width_in), dtype=torch.long)
-        labels = torch.full((n, width_lab), -100, dtype=torch.long)
-        for i, f in enumerate(features):
-            ids[i, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"])
-            mask[i, : len(f["input_ids"])] = 1
-            labels[i, : len(f["labels"])] = torch.as_tensor(f["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def _precision_flags(precision: str, device: str | None) -> dict[str, bool]:
-    import torch
-
-    precision = (precision or "no").lower()
-    if precision not in {"auto", "bf16", "fp16", "no", "fp32"}:
-        raise ValueError(f"FinetuneConfig.precision={precision!r}; use 'auto', 'bf16', 'fp16' or 'no'")
-    on_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
-    if precision == "auto":
-        if not on_cuda:
-            return {}  # CPU: fp32 (bf16 autocast on CPU is slower for small models)
-        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
-    if precision == "bf16":
-        return {"bf16": True}
-    if precision == "fp16":
-        if not on_cuda:
-            raise ValueError("FinetuneConfig.precision='fp16' needs a CUDA device; use 'bf16' or 'no' on CPU")
-        return {"fp16": True}
-    return {}
-
-
 def _finetune(model, train_features: list[dict], pad_token_id: int, config: FinetuneConfig, seed: int) -> dict:
-    """Fine-tune ``model`` in place with a nested ``Trainer``; return what the record needs."""
-    import torch
-    from transformers import Trainer, TrainingArguments
-    from transformers.trainer_callback import PrinterCallback
-
+    """Fine-tune ``model`` in place (the nested ``Trainer``'s step, lean: ``run/finetune.py``);
+    return what the record needs, or raise :class:`FinetuneDiverged` on a NaN or infinite loss."""
     if config.max_steps < 1:
         raise ValueError(f"FinetuneConfig.max_steps={config.max_steps} must be >= 1")
-    device = config.device
-    use_cpu = device is not None and str(device) == "cpu"
-    if device is None and not torch.cuda.is_available():
-        use_cpu = True
-    flags = _precision_flags(config.precision, device)
-    sampling = config.train_sampling
-    if sampling not in {"random", "group_by_length"}:
-        raise ValueError(f"FinetuneConfig.train_sampling={sampling!r}; use 'random' or 'group_by_length'")
-    with tempfile.TemporaryDirectory(prefix="transfer_probe_ft_") as tmp:
-        args = TrainingArguments(
-            output_dir=tmp,
-            max_steps=int(config.max_steps),
-            per_device_train_batch_size=int(config.batch_size),
-            learning_rate=float(config.learning_rate),
-            weight_decay=float(config.weight_decay),
-            lr_scheduler_type=config.lr_scheduler_type,
-            warmup_steps=float(config.warmup_ratio),  # < 1: a fraction of max_steps
-            seed=int(seed),
-            data_seed=int(seed),
-            report_to="none",
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            disable_tqdm=True,
-            use_cpu=use_cpu,
-            dataloader_num_workers=0,
-            dataloader_pin_memory=not use_cpu,
-            remove_unused_columns=False,
-            logging_nan_inf_filter=False,  # a NaN step must show in the training loss, not be hidden
-            train_sampling_strategy=sampling,
-            **flags,
-        )
-        if device is not None and not use_cpu:
-            # One device, never DataParallel over every visible GPU: a probe is a small job.
-            args.__dict__["_setup_devices"] = torch.device(device)
-            args._n_gpu = 1
-        trainer = Trainer(model=model, args=args, train_dataset=train_features,
-                          data_collator=_Collator(pad_token_id))
-        # With tqdm disabled the Trainer prints its final metrics dict to stdout; a probe stays quiet.
-        trainer.remove_callback(PrinterCallback)
-        start = time.perf_counter()
-        # Trainer.train() starts with accelerate's free_memory(), a full gc.collect() that costs
-        # ~0.5 s in a process holding a training run; freezing the caller's objects first makes it
-        # scan only what the probe allocated (they are unfrozen, and collectable again, right after).
-        gc.freeze()
-        try:
-            out = trainer.train()
-        finally:
-            gc.unfreeze()
-        seconds = time.perf_counter() - start
-        run_device = str(args.device)
-        del trainer
-    loss = float(out.training_loss)
-    if not math.isfinite(loss):
+    if config.train_sampling not in _SAMPLINGS:
+        raise ValueError(f"FinetuneConfig.train_sampling={config.train_sampling!r}; use 'random' or 'group_by_length'")
+    out = finetune(model, train_features, pad_token_id, config, seed)
+    if not math.isfinite(out["train_loss"]):
         raise FinetuneDiverged(
-            f"fine-tuning loss is {loss} after {config.max_steps} steps at learning rate "
+            f"fine-tuning loss is {out['train_loss']} after {config.max_steps} steps at learning rate "
             f"{config.learning_rate}: the fine-tune diverged; lower FinetuneConfig.learning_rate "
             f"or use precision='no'"
         )
-    precision = "bf16" if flags.get("bf16") else "fp16" if flags.get("fp16") else "fp32"
-    return {"steps": int(out.global_step), "learning_rate": config.learning_rate,
-            "batch_size": config.batch_size, "seed": seed, "seconds": seconds, "precision": precision,
-            "device": run_device, "train_loss": loss, "lr_scheduler_type": config.lr_scheduler_type}
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
