@@ -135,6 +135,17 @@ class Executor:
         return self.poll()
 
     # -- helpers ---------------------------------------------------------------------------
+    # -- for subclasses (executor plugins use these, never the private helpers) ---------------------
+    @staticmethod
+    def as_jobs(jobs: Any) -> list[Any]:
+        """``submit``'s argument as a non-empty list of ``ProbeJob`` (one job or a sequence)."""
+        return _as_jobs(jobs)
+
+    def skip(self, jobs: list[Any]) -> None:
+        """Jobs this executor will not run (e.g. too many in flight): their snapshot is released unless
+        ``keep_snapshots``; no record is written (say why in ``self.dropped``)."""
+        self._release(_Point(jobs=jobs, snapshot=jobs[0].snapshot))
+
     def _register(self, jobs: list[Any]) -> _Point:
         point = _Point(jobs=jobs, snapshot=jobs[0].snapshot)
         with self._lock:

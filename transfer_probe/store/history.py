@@ -136,19 +136,32 @@ class HistoryWriter:
                     jsonl.append_line(fd, self._held[0][1])
                     self._held.pop(0)
         except OSError as err:
-            if not self._failing:  # once per outage; training goes on
+            if not self._failing:  # once per outage and file, whichever writer meets it first
                 self._failing = True
+                with _FAILING_LOCK:
+                    first = self.path not in _FAILING
+                    _FAILING.add(self.path)
+                if not first:
+                    return
                 logger.warning("transfer_probe | cannot write to the history %s (%s); training continues, %d "
                                "record(s) kept in memory and retried at the next write and at the end",
                                self.path, err.strerror or err, len(self._held))
             return
         if self._failing:
             self._failing = False
+            with _FAILING_LOCK:
+                first = self.path in _FAILING
+                _FAILING.discard(self.path)
+            if not first:
+                return
             logger.info("transfer_probe | the history %s is writable again; records held in memory are written",
                         self.path)
 
 
 _WRITERS: weakref.WeakSet[HistoryWriter] = weakref.WeakSet()
+# Files in an outage (several writers append to one history: the executor's and the callback's).
+_FAILING: set[Path] = set()
+_FAILING_LOCK = threading.Lock()
 
 
 @atexit.register

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from transfer_probe.run.executors import Executor, ProbeNotFinished, _as_jobs
+from transfer_probe.run.executors import Executor, ProbeNotFinished
 
 __all__ = ["RayExecutor"]
 
@@ -146,7 +146,7 @@ class RayExecutor(Executor):
 
     # -- interface -------------------------------------------------------------------------
     def submit(self, jobs: Any) -> bool:
-        jobs = _as_jobs(jobs)
+        jobs = self.as_jobs(jobs)
         if self._closing:
             raise RuntimeError("RayExecutor is closed; create a new one")
         self._collect()
@@ -161,9 +161,7 @@ class RayExecutor(Executor):
                         "point at step %s is skipped. Probes are slower than the schedule: probe less often, add "
                         "resources, or raise max_pending. Further skips are counted in executor.dropped.",
                         len(self._inflight), self.max_pending, snap.step)
-                from transfer_probe.run.executors import _Point
-
-                self._release(_Point(jobs=jobs, snapshot=snap))
+                self.skip(jobs)
                 return False
         point = self._register(jobs)
         files = None
