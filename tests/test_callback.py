@@ -545,29 +545,28 @@ def test_a_first_signal_schedules_one_extra_probe_before_the_next_scheduled_one(
 
 def test_an_out_of_memory_probe_is_recorded_as_failed_and_training_and_probing_go_on(
         tiny_gpt2_config, tiny_tokenizer, train_data, task, tmp_path, caplog, monkeypatch):
-    """The probe at step 2 runs out of memory in the middle of its nested Trainer's first step (as a
-    CUDA OOM does); the probes at steps 4 and 6 run normally and the outer run is the one it would have
-    been without probes.
+    """The probe at step 2 runs out of memory in its fine-tune's first step (as a CUDA OOM does); the
+    probes at steps 4 and 6 run normally and the outer run is the one it would have been without probes.
 
     Checked to fail when InlineExecutor.submit catches only (ValueError, FinetuneDiverged) (the OOM ends
     training), when isolated_state restores the process state only on success (``finally`` -> ``else``:
     the probe's thread count stays and the outer run's weights differ; each assertion fails on its own),
     and when failed_record drops the exception type from ``error``."""
-    from transformers import Trainer
+    from transfer_probe.run.finetune import Collator
 
-    real_step = Trainer.training_step
+    real_collate = Collator.__call__
     raised = []
 
-    def step_or_oom(self, *args, **kwargs):
-        # only the probes' nested Trainers write to transfer_probe_ft_* temp dirs; only the first one fails
-        if "transfer_probe_ft_" in str(self.args.output_dir) and not raised:
-            raised.append(self.state.global_step)
+    def collate_or_oom(self, features):
+        # only the probes' fine-tunes collate with this class, once per step; only the first one fails
+        if not raised:
+            raised.append(0)
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (test)")
-        return real_step(self, *args, **kwargs)
+        return real_collate(self, features)
 
     plain = make_trainer(_gpt2(tiny_gpt2_config), tiny_tokenizer, train_data, tmp_path / "a", max_steps=6)
     plain.train()
-    monkeypatch.setattr(Trainer, "training_step", step_or_oom)
+    monkeypatch.setattr(Collator, "__call__", collate_or_oom)
     threads = torch.get_num_threads()
     probe = TransferProbeCallback([task], every_tokens=2 * TOKENS_PER_STEP, finetune=quick_finetune(max_steps=2),
                                   seq_len=SEQ_LEN, baseline=False)
