@@ -76,6 +76,7 @@ def _write(path, records):
 def _old_aggregate(records, metrics=None):
     """aggregate() as it was before it streamed: group whole records, then average (kept verbatim)."""
     import math
+    import statistics
     from collections import defaultdict
 
     from transfer_probe.store.history import _finetune_examples, _finite, probe_records
@@ -99,7 +100,9 @@ def _old_aggregate(records, metrics=None):
                 sem[m] = math.sqrt(sum((v - mu) ** 2 for v in vals) / (len(vals) - 1) / len(vals))
             else:
                 ci = (recs[0].get("metrics_ci") or {}).get(m)
-                sem[m] = (float(ci[1]) - float(ci[0])) / (2 * 1.645) if ci and len(ci) == 2 else float("nan")
+                # the 90% normal quantile exactly (the old code rounded it to 1.645)
+                z = statistics.NormalDist().inv_cdf(0.95)
+                sem[m] = (float(ci[1]) - float(ci[0])) / (2 * z) if ci and len(ci) == 2 else float("nan")
         out.append({"run_id": run_id, "tokens": tokens, "task": task, "finetune_size": df, "pretrained": pretrained,
                     "step": max((r.get("step") or 0) for r in recs), "n": len(recs), "mean": mean, "sem": sem,
                     "values": values})
