@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_tokens_arg, help="planned pre-training tokens (marked, predicted at)")
     p.add_argument("--target", type=_target_arg, help="target BLEU (marked)")
 
+    from transfer_probe.run.probe import FinetuneConfig
+
+    ft = FinetuneConfig()  # the defaults --help shows are the ones a probe uses
     p = sub.add_parser(
         "probe", formatter_class=_formatter, help="probe existing checkpoints after the fact",
         description="Fine-tune each checkpoint directory briefly on a translation task and measure, exactly\n"
@@ -199,19 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-name", help="name recorded for the task (default: SRC-TGT)")
     p.add_argument("--train", required=True, help="fine-tuning data (JSON Lines / CSV / TSV)")
     p.add_argument("--test", required=True, help="test data (JSON Lines / CSV / TSV)")
-    p.add_argument("--src", default="en", help="source language key (default: en)")
-    p.add_argument("--tgt", default="de", help="target language key (default: de)")
+    p.add_argument("--src", default=None, help="source language key (default: en)")
+    p.add_argument("--tgt", default=None, help="target language key (default: the train file's other language, "
+                   "when it has exactly two)")
     p.add_argument("--finetune-size", type=_count_arg, action="append", dest="finetune_sizes",
                    help="D_f, examples (repeatable; default: 1000)")
-    p.add_argument("--steps", type=_count_arg, help="fine-tuning steps per probe")
-    p.add_argument("--lr", type=_lr_arg, help="fine-tuning learning rate")
-    p.add_argument("--batch-size", type=_count_arg, help="fine-tuning batch size")
+    p.add_argument("--steps", type=_count_arg, help=f"fine-tuning steps per probe (default: {ft.max_steps})")
+    p.add_argument("--lr", type=_lr_arg, help=f"fine-tuning learning rate (default: {ft.learning_rate:g})")
+    p.add_argument("--batch-size", type=_count_arg, help=f"fine-tuning batch size (default: {ft.batch_size})")
+    p.add_argument("--num-threads", type=_count_arg,
+                   help="torch threads per fine-tune (default: 1 on CPU, where small models fine-tune fastest on "
+                        "one thread and more threads on a busy machine slow every probe several-fold; torch's own "
+                        "default on a GPU)")
     p.add_argument("--repeats", type=_count_arg, default=1, help="independent fine-tunes per point (default: 1)")
     p.add_argument("--baseline", action="store_true", help="also probe a randomly initialized model")
     p.add_argument("--tokens-per-step", type=_tokens_arg, help="tokens per optimizer step, when checkpoints do "
                    "not record num_input_tokens_seen")
     p.add_argument("--device", help="device for the fine-tunes (cpu, cuda:0, ...)")
-    p.add_argument("-o", "--output", default="transfer_probe_history.jsonl", help="history file to append to")
+    p.add_argument("-o", "--output", default="transfer_probe_history.jsonl",
+                   help="history file to append to (default: ./transfer_probe_history.jsonl)")
 
     p = sub.add_parser(
         "plugins", formatter_class=_formatter, help="list the installed plugins and what they register",
@@ -553,9 +562,12 @@ def _check_writable(path: str) -> None:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from transfer_probe import plugins
     from transfer_probe.posthoc import probe_checkpoints
     from transfer_probe.run.probe import device_problem
+    from transfer_probe.text import format_probe
 
     try:
         plugins.get_task_type(args.task_type)
@@ -565,9 +577,41 @@ def cmd_probe(args: argparse.Namespace) -> int:
     if problem:
         raise CLIError(f"--device {args.device}: {problem}")
     _check_writable(args.output)
-    n = probe_checkpoints(args)
-    print(f"{n} probe records appended to {args.output}")
+    if args.num_threads is None:
+        args.num_threads = _default_threads(args.device)
+    names = {str(Path(c).resolve()): c for c in args.checkpoints}  # print the paths as the user typed them
+
+    def show(record: dict) -> None:
+        name = names.get(record.get("checkpoint"), record.get("checkpoint")) or "baseline (no pre-training)"
+        tqdm.write(format_probe(record, name), file=sys.stdout)
+
+    records = probe_checkpoints(args, on_record=show)
+    _print_verdicts(records)
+    print(f"{len(records)} probe records appended to {args.output} (run {records[0]['run_id']})")
     return 0
+
+
+def _default_threads(device: str | None) -> int | None:
+    """1 on CPU: measured on a loaded 2-core machine, a tiny model's probe took 2 s on one thread and
+    15-30 s on torch's default (every core, fighting the other load); on a GPU torch's default."""
+    if device is not None and device != "cpu":
+        return None
+    import torch
+
+    return None if device is None and torch.cuda.is_available() else 1
+
+
+def _print_verdicts(records: list[dict]) -> None:
+    from transfer_probe import diagnose as dg
+
+    ok = [r for r in records if r.get("status") == "ok" and r.get("kind", "probe") == "probe"]
+    if not ok:
+        print("no verdict: no probe succeeded")
+        return
+    for verdict in dg.diagnose_all(ok).values():
+        print(dg.format_verdict(verdict))
+        for reason in verdict.reasons:
+            print(f"  - {reason}")
 
 
 COMMANDS = {

@@ -10,11 +10,12 @@ exactly as on the callback's history.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from transfer_probe.store.history import HistoryWriter
 
 logger = logging.getLogger("transfer_probe")
 
-__all__ = ["checkpoint_snapshot", "probe_checkpoint_dirs", "probe_checkpoints"]
+__all__ = ["checkpoint_snapshot", "language_pair", "probe_checkpoint_dirs", "probe_checkpoints"]
 
 
 def checkpoint_snapshot(path: str | Path, tokens_per_step: float | None = None) -> Snapshot:
@@ -74,8 +75,14 @@ def probe_checkpoint_dirs(
     tokens_per_step: float | None = None,
     run_id: str | None = None,
     progress: bool = True,
+    on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Probe every checkpoint for every D_f and repeat of ``task``; append records to ``output``."""
+    """Probe every checkpoint for every D_f and repeat of ``task``; append records to ``output``.
+
+    Each record names its checkpoint directory (``checkpoint``, resolved; ``None`` for the
+    no-pretraining baseline). ``on_record`` is called with each record as it is written (the CLI
+    prints it); without it a failed probe is logged as a warning.
+    """
     from tqdm.auto import tqdm
 
     from transfer_probe.run.probe import failed_record, run_probe
@@ -87,7 +94,8 @@ def probe_checkpoint_dirs(
         snaps.insert(0, replace(snaps[0], tokens=0, step=0, pretrained=False))
     run_id = run_id or f"posthoc-{uuid.uuid4().hex[:8]}"
     writer = HistoryWriter(output)
-    jobs = [ProbeJob(snapshot=s, task=task, finetune_size=df, config=config, repeat=r, run_id=run_id)
+    jobs = [ProbeJob(snapshot=s, task=task, finetune_size=df, config=config, repeat=r, run_id=run_id,
+                     extra={"checkpoint": str(Path(s.path).resolve()) if s.pretrained else None})
             for s in snaps for df in task.finetune_sizes for r in range(repeats)]
     records = []
     for job in tqdm(jobs, desc="probing", unit="probe", disable=not progress):
@@ -95,8 +103,11 @@ def probe_checkpoint_dirs(
             record = run_probe(job)
         except Exception as err:  # one bad checkpoint must not lose the others' results
             record = failed_record(job, err)
-            logger.warning("transfer_probe | probe of %s failed: %s", job.snapshot.path, record.get("error"))
+            if on_record is None:
+                logger.warning("transfer_probe | probe of %s failed: %s", job.snapshot.path, record.get("error"))
         records.append(writer.append(record))
+        if on_record is not None:
+            on_record(records[-1])
     if not writer.flush():  # the writer held them (disk full, read-only): say so, never "appended"
         n = len(writer.held)
         writer.close()  # logs them as JSON lines
@@ -104,8 +115,8 @@ def probe_checkpoint_dirs(
     return records
 
 
-def probe_checkpoints(args) -> int:
-    """The ``transfer-probe probe`` command."""
+def probe_checkpoints(args, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """The ``transfer-probe probe`` command: its records (errors name the command's flags)."""
     from transfer_probe import plugins
 
     task_type = plugins.get_task_type(args.task_type)
@@ -115,13 +126,57 @@ def probe_checkpoints(args) -> int:
     for p in (args.train, args.test):
         if not Path(p).exists():
             raise ValueError(f"{p}: no such file")
-    task = task_type.from_files(
-        args.train, args.test, source=args.src, target=args.tgt,
-        finetune_sizes=args.finetune_sizes or [1000], name=args.task_name,
-    )
-    overrides = {k: v for k, v in {"max_steps": args.steps, "learning_rate": args.lr,
-                                    "batch_size": args.batch_size, "device": args.device}.items() if v is not None}
+    source, target = language_pair(args.train, args.src, args.tgt)
+    try:
+        task = task_type.from_files(args.train, args.test, source=source, target=target,
+                                    finetune_sizes=args.finetune_sizes or [1000], name=args.task_name)
+    except ValueError as err:  # the task speaks of its Python arguments; the user typed flags
+        raise ValueError(str(err).replace("source=/target=", "--src/--tgt")) from None
+    overrides = {k: v for k, v in {"max_steps": args.steps, "learning_rate": args.lr, "batch_size": args.batch_size,
+                                   "device": args.device, "num_threads": args.num_threads}.items() if v is not None}
     config = replace(FinetuneConfig(), **overrides)
-    records = probe_checkpoint_dirs(args.checkpoints, task, args.output, config=config, repeats=args.repeats,
-                                    baseline=args.baseline, tokens_per_step=args.tokens_per_step)
-    return len(records)
+    return probe_checkpoint_dirs(args.checkpoints, task, args.output, config=config, repeats=args.repeats,
+                                 baseline=args.baseline, tokens_per_step=args.tokens_per_step,
+                                 on_record=on_record)
+
+
+def language_pair(train: str | Path, src: str | None, tgt: str | None) -> tuple[str, str]:
+    """``(--src, --tgt)`` checked against the languages of the train file; a missing ``--tgt`` is the
+    file's one other language (``--src`` defaults to ``en``). Errors name the flags."""
+    langs = _languages(Path(train))
+    src = src or "en"
+    if langs is not None:
+        have = ", ".join(langs)
+        for flag, lang in (("--src", src), ("--tgt", tgt)):
+            if lang is not None and lang not in langs:
+                raise ValueError(f"{flag} {lang}: the train file {train} has no {lang!r}; its languages: {have}")
+        if tgt is None:
+            others = [lang for lang in langs if lang != src]
+            if len(others) == 1:
+                return src, others[0]
+            raise ValueError(f"--tgt is needed: the train file {train} has the languages {have}; "
+                             f"pass --tgt LANG (one of {', '.join(others)})")
+    if tgt is None:
+        raise ValueError(f"--tgt is needed: cannot tell the languages of {train}; pass --src LANG --tgt LANG")
+    return src, tgt
+
+
+def _languages(path: Path) -> list[str] | None:
+    """The language keys of a translation file's first row (``translation`` format or one column per
+    language), or None when the file is not one this can peek into."""
+    suffix = path.suffix.lower()
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            if suffix in (".jsonl", ".json"):
+                line = next((ln for ln in fh if ln.strip()), "")
+                row = json.loads(line) if line.lstrip().startswith("{") else None
+            elif suffix in (".csv", ".tsv"):
+                row = dict.fromkeys(next(csv.reader(fh, delimiter="\t" if suffix == ".tsv" else ","), []))
+            else:
+                return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None  # the task's own reader says what is wrong with the file
+    if not isinstance(row, dict):
+        return None
+    inner = row.get("translation")
+    return [str(k) for k in (inner if isinstance(inner, dict) else row)]

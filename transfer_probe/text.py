@@ -133,3 +133,35 @@ def _law_text(v: Any) -> str:
         else:
             text += f"; {L} {tt['target']:g} not predictable yet"
     return text
+
+
+_DIGITS = {"bleu": 1, "chrf": 1, "cross_entropy": 3, "bpb": 3}
+
+
+def format_probe(record: Mapping[str, Any], name: str | None = None) -> str:
+    """One probe record as a line: where, tokens, D_f, then each metric with its bootstrap interval.
+
+        >>> format_probe({"tokens": 2560, "finetune_size": {"examples": 64}, "status": "ok",
+        ...               "metrics": {"bleu": 12.34, "cross_entropy": 3.4567},
+        ...               "metrics_ci": {"bleu": [10.0, 14.5], "cross_entropy": [3.4, 3.5]}}, "checkpoint-10")
+        'checkpoint-10 | tokens 2560 | D_f=64 | BLEU 12.3 [10.0, 14.5] | CE 3.457 [3.400, 3.500]'
+    """
+    df = record.get("finetune_size")
+    df = df.get("examples") if isinstance(df, Mapping) else df
+    parts = [name or str(record.get("checkpoint") or "?"), f"tokens {format_tokens(record.get('tokens'))}",
+             f"D_f={df}"]
+    if record.get("repeat"):
+        parts.append(f"repeat {record['repeat']}")
+    if record.get("status", "ok") != "ok":
+        return " | ".join(parts + [f"{record.get('status')}: {record.get('error')}"])
+    ci = record.get("metrics_ci") or {}
+    for metric, value in (record.get("metrics") or {}).items():
+        if not isinstance(value, (int, float)):
+            continue
+        fmt = f".{_DIGITS[metric]}f" if metric in _DIGITS else ".3g"
+        text = f"{label(metric)} {value:{fmt}}"
+        lo_hi = ci.get(metric)
+        if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 and None not in lo_hi:
+            text += f" [{lo_hi[0]:{fmt}}, {lo_hi[1]:{fmt}}]"
+        parts.append(text)
+    return " | ".join(parts)
