@@ -301,13 +301,13 @@ _DIST_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK
 
 @contextlib.contextmanager
 def isolated_state(*, device: str | None = None, num_threads: int | None = None) -> Iterator[None]:
-    """Run a nested ``Trainer`` without disturbing the process around it.
+    """Run a probe's fine-tune (or a nested ``Trainer``) without disturbing the process around it.
 
-    Saves and restores: the python, numpy, torch (and CUDA) RNG states (the nested Trainer reseeds
+    Saves and restores: the python, numpy, torch (and CUDA) RNG states (the fine-tune reseeds
     them all), torch's intra-op thread count, grad mode, the current CUDA device, the
     ``transformers`` log level, and the contents of accelerate's ``PartialState``,
     ``AcceleratorState`` and ``GradientState`` singletons. Those are process-wide (Borg pattern:
-    every instance shares one dict): creating ``TrainingArguments`` resets them and the nested
+    every instance shares one dict): creating ``TrainingArguments`` resets them and the probe's
     ``Accelerator`` re-creates them with its own device and precision, which would otherwise leak
     into an outer ``Trainer``'s accelerator that reads the same dict. Inside the block they start
     empty and distributed-launch environment variables are hidden, so the probe is single-process.
