@@ -470,3 +470,22 @@ def test_no_point_is_infinitely_precise():
     assert floor_errors(np.array([0.0, 0.0]), 0.05).tolist() == [0.05, 0.05]
     assert resolution(np.zeros(3), metric="bleu") == 0.05 and resolution(np.array([0.2, 0.4])) == 5e-4
     assert resolution(np.array([2.0, 30.0])) == 0.05 and resolution(np.array([1.0]), loss=True) == 1e-4
+
+
+def test_a_prediction_beyond_the_scores_maximum_is_not_given():
+    """BLEU cannot exceed 100: a log-law rising 10 BLEU per e-fold of tokens, asked at a budget three
+    decades on, would say ~130; the verdict refuses that prediction and says why, and so does
+    compare_runs for the same run."""
+    t = np.geomspace(1e8, 1e10, 10)
+    y = 20 + 10.0 * np.log(t / 1e8)
+    recs = records(y, ce_law(t), tokens=t, spread=0.5)
+    near = diagnose(recs, budget_tokens=2e10)
+    assert near.prediction["mean"] is not None and near.prediction["mean"] < 100
+    far = diagnose(recs, budget_tokens=1e13)
+    assert far.status == "aligned" and far.prediction["mean"] is None
+    assert "beyond the score's maximum (100)" in far.prediction["why"]
+    from transfer_probe.compare import compare_runs
+
+    other = [{**r, "run_id": "other"} for r in recs]
+    g = compare_runs([{**r, "run_id": "mine"} for r in recs] + other, budget_tokens=1e13).groups[0]
+    assert g.run("mine").source != "law" and "beyond the score's maximum" in g.run("mine").why

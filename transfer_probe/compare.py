@@ -288,6 +288,12 @@ def forecast_run(run_id: str, pts: list[dict], metric: str, budget: float, *, lo
         out.why = f"the {ch['kind']} law gives no finite prediction at {format_tokens(budget)} tokens"
         return _measured(out, xs, ys, s, budget, interval)
     q = float(norm.ppf(0.5 + interval / 2))
+    # the verdict's own test of a usable prediction: a compared run is trusted as its verdict trusts it
+    problem = F.prediction_problem(mean, mean - q * sd, mean + q * sd, ys, s,
+                                   ceiling=F.score_ceiling(ys, lower, metric), beyond_data=budget > xs[-1])
+    if problem is not None:
+        out.why = problem
+        return _measured(out, xs, ys, s, budget, interval)
     out.mean, out.sd, out.low, out.high = mean, sd, mean - q * sd, mean + q * sd
     out.source, out._fit = "law", fit
     return out

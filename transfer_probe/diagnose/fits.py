@@ -138,6 +138,30 @@ def predict_at(fit, budget: float, interval: float, scale: float = 1.0) -> dict:
     return {"budget": budget, "mean": mean, "low": lo, "high": hi, "interval": interval}
 
 
+def prediction_problem(mean: float, low: float, high: float, y: np.ndarray, s: np.ndarray, *,
+                       ceiling: float | None = None, beyond_data: bool = True) -> str | None:
+    """Why a law's prediction cannot be used, or None: an interval wider than the run's own range
+    allows (twice its spread plus four noise SDs), or, for a bounded score, a mean beyond its maximum
+    (``ceiling``: 100 for BLEU/chrF/accuracy in percent, 1 for fractions). The verdict and
+    ``compare_runs`` both ask it, so they trust the same predictions."""
+    if ceiling is not None and math.isfinite(mean) and mean > ceiling * 1.001:
+        return f"the law predicts {mean:.3g}, beyond the score's maximum ({ceiling:g}): it cannot hold that far"
+    if beyond_data:
+        width = high - low
+        if not (math.isfinite(width) and width <= 2 * (np.max(y) - np.min(y)) + 4 * float(np.median(s))):
+            return f"the interval at the budget is too wide to use ({low:.3g}-{high:.3g})"
+    return None
+
+
+def score_ceiling(y: np.ndarray, loss: bool, metric: str | None = None) -> float | None:
+    """The largest value a score can take (None for losses): 100 for percent scores, 1 for fractions."""
+    if loss:
+        return None
+    from transfer_probe.diagnose.noise import resolution
+
+    return 100.0 if resolution(y, metric=metric) >= 0.05 else 1.0
+
+
 def tokens_to_target(fit, target: float, interval: float, x_now: float) -> dict:
     """Tokens at which the fitted score reaches ``target``, with an interval read off the prediction
     band (where its upper edge reaches the target: optimistic; its lower edge: pessimistic).

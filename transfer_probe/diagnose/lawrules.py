@@ -37,12 +37,13 @@ class LawRules:
         if self.budget is not None and pred_ok:
             prediction = F.predict_at(full, float(self.budget), th.interval, scale)
             prediction["law"] = kind
-            if prediction.get("mean") is not None and self.budget > x[-1]:
-                width = prediction["high"] - prediction["low"]
-                if not (math.isfinite(width) and width <= 2 * (np.max(y) - np.min(y)) + 4 * float(np.median(s))):
+            if prediction.get("mean") is not None:
+                why = F.prediction_problem(prediction["mean"], prediction["low"], prediction["high"], y, s,
+                                           ceiling=F.score_ceiling(y, False, self.metric),
+                                           beyond_data=self.budget > x[-1])
+                if why is not None:
                     pred_ok = False
-                    prediction = {"budget": float(self.budget), "mean": None,
-                                  "why": f"the interval at the budget is too wide to use ({prediction['low']:.3g}-{prediction['high']:.3g})"}
+                    prediction = {"budget": float(self.budget), "mean": None, "why": why}
         fit_d.update(trusted=bool(pred_ok), law=kind, interval_scale=round(scale, 3))
         self.fits[self.metric] = fit_d
         if bt.get("n"):
