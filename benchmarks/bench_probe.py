@@ -151,6 +151,71 @@ def finetunes_side_by_side(snapshot, task, size: int, cfg, order: int) -> dict:
     return out
 
 
+def ensemble_bound(snapshot, task, size: int, cfg, k: int = 4, steps: int = 60) -> dict:
+    """What batching k repeats could save at best: CPU ms per floor step at batch b and at k*b on
+    one set of weights (a batched k-ensemble does the same arithmetic, in k weight sets), in
+    alternating order; and whether ``vmap`` over ``functional_call`` runs the model's loss at all."""
+    import torch
+
+    from transfer_probe.run.finetune import Collator
+    from transfer_probe.run.probe import isolated_state
+
+    features, pad = _features(snapshot, task, size, cfg.seed)
+    collate = Collator(pad)
+
+    def ms_per_step(batch_size):
+        model = snapshot.load_model()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, fused=True)
+        batches = [collate(features[b: b + batch_size]) for b in range(0, size - batch_size + 1, batch_size)]
+        c = time.process_time()
+        for step in range(steps):
+            model(**batches[step % len(batches)]).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return (time.process_time() - c) / steps * 1e3
+
+    out = {"b": [], "kb": []}
+    with isolated_state(num_threads=cfg.num_threads):
+        for r in range(4):
+            for key in ("b", "kb")[:: -1 if r % 2 else 1]:
+                out[key].append(ms_per_step(cfg.batch_size * (k if key == "kb" else 1)))
+        out["vmap"], out["fwd_bwd_1"] = _vmap_cost(snapshot, collate(features[: cfg.batch_size]), k, steps // 3)
+    return out
+
+
+def _vmap_cost(snapshot, batch, k: int, steps: int):
+    """CPU ms of forward+backward for k weight sets under ``vmap(grad(functional_call))`` (decoder-only:
+    a 4-D boolean mask, since the model's own mask building branches on the data and vmap refuses it),
+    or why it does not run; and of one plain forward+backward for comparison."""
+    import torch
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    params, buffers = stack_module_state([snapshot.load_model() for _ in range(k)])
+    base = snapshot.load_model().to("meta")
+    if not base.config.is_encoder_decoder:
+        width = batch["input_ids"].shape[1]
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+        batch = dict(batch, attention_mask=causal[None, None] & batch["attention_mask"].bool()[:, None, None, :])
+    stacked = {key: v.expand(k, *v.shape) for key, v in batch.items()}
+
+    def loss(p, b, kw):
+        return functional_call(base, (p, b), (), kw).loss
+
+    try:
+        vmap(grad(loss))(params, buffers, stacked)
+        c = time.process_time()
+        for _ in range(steps):
+            vmap(grad(loss))(params, buffers, stacked)
+        found = f"runs, {(time.process_time() - c) / steps * 1e3:.1f} ms per k={k} forward+backward"
+    except Exception as err:  # noqa: BLE001 - the reason is the finding
+        found = f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"
+    model = snapshot.load_model()
+    c = time.process_time()
+    for _ in range(steps):
+        model(**batch).loss.backward()
+    return found, (time.process_time() - c) / steps * 1e3
+
+
 def straightforward_probe(snapshot, task, size: int, cfg, bootstrap: int) -> dict:
     """The same probe written the obvious way (see the module docstring)."""
     import evaluate
@@ -251,6 +316,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--json", default=None, help="write all measurements here")
+    ap.add_argument("--ensemble-bound", action="store_true",
+                    help="only: CPU cost of a floor step at batch b and 4b (the best a batched 4-ensemble could do)")
     args = ap.parse_args(argv)
 
     import torch
@@ -275,6 +342,13 @@ def main(argv=None) -> int:
         snap = Snapshot(tokens=0, step=0, params=count_parameters(model), config=conf,
                         state_dict={k: v.clone() for k, v in model.state_dict().items()}, tokenizer=tok)
         job = ProbeJob(snapshot=snap, task=task, finetune_size=args.df, config=cfg)
+        if args.ensemble_bound:
+            eb = ensemble_bound(snap, task, args.df, cfg)
+            b, kb = statistics.median(eb["b"]), statistics.median(eb["kb"])
+            print(f"{arch}: floor step CPU ms, batch {cfg.batch_size}: {b:.2f}, batch {4 * cfg.batch_size}: {kb:.2f} "
+                  f"({kb / b:.2f}x; runs {[round(x, 1) for x in eb['b']]} / {[round(x, 1) for x in eb['kb']]}); "
+                  f"vmap(grad(functional_call)): {eb['vmap']} (one plain forward+backward {eb['fwd_bwd_1']:.1f} ms)")
+            continue
         # Warm-up (imports, first tokenization, evaluate module load) of both, not timed.
         run_probe(replace(job, config=replace(cfg, max_steps=2)))
         straightforward_probe(snap, task, args.df, replace(cfg, max_steps=2), 2)
