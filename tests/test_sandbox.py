@@ -324,7 +324,27 @@ out["canonical"] = box.check(args["problem"], args["problem"]["canonical_solutio
 print(json.dumps(out))
 """
 
-REPO = str(Path(sb.__file__).resolve().parents[1])
+_READABLE: list[str] = []
+
+
+def _repo() -> str:
+    """A copy of the package an unprivileged uid can read: the checkout may sit in a private folder
+    (a fresh clone under a 0700 temp dir, a home directory), where uid 65534 cannot import it."""
+    if not _READABLE:
+        import atexit
+        import shutil
+        import tempfile
+
+        top = tempfile.mkdtemp(prefix="tp-sandbox-src-")
+        shutil.copytree(Path(sb.__file__).resolve().parent, Path(top) / "transfer_probe",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for root, _dirs, files in os.walk(top):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        atexit.register(shutil.rmtree, top, ignore_errors=True)
+        _READABLE.append(top)
+    return _READABLE[0]
 
 
 def _interpreter_for_others() -> str | None:
@@ -358,7 +378,7 @@ def _run_driver(mode: str, attacks: dict[str, str], outside: list[str], port: in
     uid, python = who
     args = {"mode": mode, "python": PROCESS_PYTHON if mode == "process" else None,
             "port": port, "outside": outside, "attacks": attacks, "problem": ADD}
-    env = {"PATH": "/usr/bin:/bin", "TP_TEST_API_KEY": SECRET, "TP_REPO": REPO, "LANG": "C.UTF-8"}
+    env = {"PATH": "/usr/bin:/bin", "TP_TEST_API_KEY": SECRET, "TP_REPO": _repo(), "LANG": "C.UTF-8"}
     proc = subprocess.run([python, "-c", _DRIVER, json.dumps(args)], env=env, capture_output=True, text=True,
                           timeout=240, user=uid, cwd="/")
     if proc.returncode != 0 and "IsolationUnavailable" in proc.stderr:
@@ -456,7 +476,7 @@ def test_auto_refuses_without_real_isolation_and_unsafe_none_is_named():
         "print('SIG', box.signature, box.run('print(1)').status)\n"
     )
     python = PROCESS_PYTHON if os.geteuid() == 0 else sys.executable
-    proc = subprocess.run([python, "-c", script], env={"PATH": "/usr/bin:/bin", "TP_REPO": REPO},
+    proc = subprocess.run([python, "-c", script], env={"PATH": "/usr/bin:/bin", "TP_REPO": _repo()},
                           capture_output=True, text=True, timeout=60, user=65534 if os.geteuid() == 0 else None,
                           cwd="/")
     assert proc.returncode == 0, proc.stderr
