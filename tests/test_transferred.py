@@ -86,6 +86,12 @@ def test_two_from_scratch_sizes_read_as_a_log_log_line():
     far = _task(S.records(1e7, [1e3], [1e4, 1e5])).points[0]
     assert far.extrapolated and far.transferred < 0.5 * S.true_transferred(1e3, 1e7)
     assert "over 999k text-python examples" in far.text() and "cannot say how much more" in far.text()
+    assert "log-log line says" not in far.text()  # no number the curve cannot support
+    # a growth trend through points past the curve's reach would be the extrapolation's slope
+    grown = _task(S.records(1e7, [1e3], [1e4, 1e5], tokens=(1e9, 2e9, 4e9, 8e9), growth=lambda t: (t / 1e9) ** 0.3))
+    g = grown.growth[1e3]
+    assert all(p.extrapolated for p in grown.points)
+    assert g.status == "insufficient_evidence" and "past its reach" in g.why, g.why
 
 
 def test_ossification_is_flagged_when_pretrained_is_worse_than_from_scratch():

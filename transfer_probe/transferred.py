@@ -271,8 +271,8 @@ class TransferPoint:
             floor = REACH * self.largest_baseline - self.finetune_size
             return (f"pre-training so far is worth over {format_count(floor)} {what} {at} (x{_multiple(REACH * self.largest_baseline / self.finetune_size)}+ the "
                     f"fine-tuning data): past {REACH:g}x the largest from-scratch D_f probed "
-                    f"({format_count(self.largest_baseline)}) the curve cannot say how much more (a log-log line says "
-                    f"~{format_count(self.transferred)}); probe from scratch at larger D_f")
+                    f"({format_count(self.largest_baseline)}) the curve cannot say how much more; probe from "
+                    f"scratch at larger D_f")
         band = ("(no interval: CE noise unknown; use repeats >= 2 or a bootstrap)" if math.isnan(self.low)
                 else f"[{format_count(self.low)}, {format_count(self.high)}]")
         head = f"pre-training so far is worth ~{format_count(self.transferred)} {what} {band} {at}"
@@ -549,10 +549,15 @@ def _wls(x: np.ndarray, y: np.ndarray, s: np.ndarray) -> tuple[float, float, int
 
 
 def _growth(points: list[TransferPoint], df: float, interval: float) -> Growth:
-    use = sorted((p for p in points if 0 < p.effective < math.inf), key=lambda p: p.tokens)
+    finite = [p for p in points if 0 < p.effective < math.inf]
+    # past REACH x the largest from-scratch size the curve gives no number (only a lower bound): a
+    # slope through such points is a slope of the extrapolation, not of the data (D_p^192 was seen)
+    use = sorted((p for p in finite if p.effective <= REACH * p.largest_baseline), key=lambda p: p.tokens)
     g = Growth(df, len(use))
     if len(use) < 3:
-        g.why = f"{len(use)} probe point(s) with a finite D_E at D_f={format_count(df)}; the trend needs >= 3"
+        past = len(finite) - len(use)
+        g.why = (f"{len(use)} probe point(s) with a D_E the from-scratch curve can read at D_f={format_count(df)}"
+                 f"{f' ({past} past its reach)' if past else ''}; the trend needs >= 3")
         return g
     z = float(stats.norm.ppf(0.5 + interval / 2))
     x = np.log10([p.tokens for p in use])
