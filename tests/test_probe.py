@@ -1,4 +1,5 @@
-"""run_probe end to end with a real nested Trainer on tiny models, plus isolation and failure handling."""
+"""run_probe end to end on tiny models (the fine-tune checked bit for bit against a real nested Trainer),
+plus isolation and failure handling."""
 
 import math
 import random
