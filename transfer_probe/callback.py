@@ -396,10 +396,10 @@ class TransferProbeCallback(TrainerCallback):
             logger.warning("transfer_probe | only %d probe point%s scheduled up to %s tokens; a verdict needs at least "
                            "%d after the warm-up: every verdict will read insufficient_data. Add points "
                            "(token_points=log_points(...), a smaller every_tokens)", n, "" if n == 1 else "s",
-                           _fmt_tokens(end), need)
+                           format_tokens(end), need)
         else:
             logger.info("transfer_probe | %d probe points scheduled up to %s tokens; a verdict needs at least %d "
-                        "after the warm-up", n, _fmt_tokens(end), need)
+                        "after the warm-up", n, format_tokens(end), need)
 
     def _resume_from_history(self, state, tokens: int, snapshots_root: Path) -> None:
         """Continue a run found in the history when resuming (the run whose process died, else the last one)."""
@@ -648,7 +648,7 @@ class TransferProbeCallback(TrainerCallback):
         self.timing["diagnose"] += time.perf_counter() - t
 
     def _log_line(self, rec: dict, step: int) -> None:
-        head = f"transfer_probe | {rec.get('task')} D_f={_df(rec)} | tokens {_fmt_tokens(rec.get('tokens'))}"
+        head = f"transfer_probe | {rec.get('task')} D_f={_df(rec)} | tokens {format_tokens(rec.get('tokens'))}"
         if not rec.get("pretrained", True):
             head += " (no pretraining)"
         if self.repeats > 1:
@@ -804,8 +804,8 @@ class TransferProbeCallback(TrainerCallback):
         point = self.schedule.add_point(mid)
         self._extra_left -= 1
         logger.info("transfer_probe | %s D_f=%s | first signal of a break: an extra probe at %s tokens, before the "
-                    "next scheduled one at %s (extra probes: %d of %d left)", task_name, df, _fmt_tokens(point),
-                    _fmt_tokens(nxt), self._extra_left, self.extra_probes)
+                    "next scheduled one at %s (extra probes: %d of %d left)", task_name, df, format_tokens(point),
+                    format_tokens(nxt), self._extra_left, self.extra_probes)
 
     def _remeasure(self, task_name: str, df: Any, verdict: Any, records: list[dict]) -> bool:
         """Hold a borderline warning and run more fine-tunes at its newest point (adaptive repeats).
@@ -849,7 +849,7 @@ class TransferProbeCallback(TrainerCallback):
         what = "first signal of a break (suspected)" if status == "suspected" else f"borderline {status}"
         logger.info("transfer_probe | %s D_f=%s | %s at %s tokens: measuring %d more fine-tune(s) "
                     "there before warning (adaptive repeats: %d of %d left)", task_name, df,
-                    what, _fmt_tokens(tokens), extra, self._adaptive_left, self.adaptive_repeats)
+                    what, format_tokens(tokens), extra, self._adaptive_left, self.adaptive_repeats)
         self.executor.submit(jobs)
         return True
 
@@ -1036,14 +1036,6 @@ def _probe_steps(schedule: ProbeSchedule, start_step: int, end_step: int, per_st
     hosts = max(0, last - first + 1)  # each multiple lands on its own step when e > per_step
     extra = sum(1 for k in steps if (k * per_step) // e == ((k - 1) * per_step) // e)
     return hosts + extra
-
-
-def _fmt_tokens(t: Any) -> str:
-    """Tokens in the one format every line uses (``text.format_tokens``: 1.4e5, 2e10)."""
-    try:
-        return format_tokens(float(t))
-    except (TypeError, ValueError):
-        return str(t)
 
 
 def _log_values(recs: list[dict], pretrained: bool) -> dict[str, float]:

@@ -175,7 +175,7 @@ def _summarise(path: Path, records: Iterable[dict]) -> dict[str, dict]:
             if r.get("pretrained", True):
                 g = _group(run, group_key(r))
                 if r.get("status") == "failed":
-                    _log(g, r.get("tokens"), None, f"probe failed at {_tok(r.get('tokens'))} tokens "
+                    _log(g, r.get("tokens"), None, f"probe failed at {format_tokens(r.get('tokens'))} tokens "
                                                    f"(repeat {r.get('repeat', 0)}): {r.get('error')}")
         elif kind == "verdict":
             g = _group(run, group_key(r), create=False)
@@ -313,7 +313,7 @@ def _verdict_fits(d, v, budget) -> dict:
                          (float(brk["now"]), float(x[a]), float(x[e]), "level of the newest probes")]
         z = brk.get("z")
         support = brk.get("z_support")
-        checks = (f"fell from {brk['level']:.3g} to {brk['now']:.3g} since {_tok(since)} tokens"
+        checks = (f"fell from {brk['level']:.3g} to {brk['now']:.3g} since {format_tokens(since)} tokens"
                   + (f" ({z:.1f} noise SDs)" if isinstance(z, (int, float)) else "")
                   + (f"; backed by both laws fitted before it ({support:.1f} SDs below them)"
                      if isinstance(support, (int, float)) and math.isfinite(support) else ""))
@@ -358,7 +358,7 @@ def _aligned_fits(out: dict, d, v, budget) -> dict:
     if choice:
         checks += f" (backtest of the candidates: {choice})"
     out["rows"].append([L, "the verdict's law (the candidate that predicted the run's own later probes best)",
-                        LAW_NAMES.get(kind, kind), f"{len(x)} probes, {_tok(x[0])}-{_tok(x[-1])} tokens"
+                        LAW_NAMES.get(kind, kind), f"{len(x)} probes, {format_tokens(x[0])}-{format_tokens(x[-1])} tokens"
                         + (f" (the first {w} left out: warm-up)" if w else ""),
                         "yes" if trusted else "no", _params(fit), checks])
     if not F.usable(fit):
@@ -397,7 +397,7 @@ def _plateau_fits(out: dict, d, v) -> dict:
         z = pl.get(f"z_{kind}")
         out["rows"].append([L, f"plateau check: fitted to the probes before the newest {k}, which sit "
                                f"{z:.1f} noise SDs below its prediction" if isinstance(z, (int, float)) else
-                            "plateau check", LAW_NAMES[kind], f"{len(x) - k} probes, {_tok(x[0])}-{_tok(x[-k - 1])} tokens",
+                            "plateau check", LAW_NAMES[kind], f"{len(x) - k} probes, {format_tokens(x[0])}-{format_tokens(x[-k - 1])} tokens",
                             "not needed (only its prediction at the newest probes is tested)", _params(fit),
                             "confirmed at the previous probe" if pl.get("confirmed") else "a first signal"])
         if F.usable(fit):
@@ -498,7 +498,7 @@ def _base(base_points, metric):
 
 
 def _probe_rows(points, base_points) -> list:
-    rows = [[_tok(p["tokens"]), p["step"], p["n"], _pm(p, "bleu"), _pm(p, "chrf"), _pm(p, "cross_entropy", 3)]
+    rows = [[format_tokens(p["tokens"]), p["step"], p["n"], _pm(p, "bleu"), _pm(p, "chrf"), _pm(p, "cross_entropy", 3)]
             for p in points]
     rows += [["baseline (no pre-training)", "", p["n"], _pm(p, "bleu"), _pm(p, "chrf"), _pm(p, "cross_entropy", 3)]
              for p in base_points]
@@ -544,10 +544,10 @@ def _changes_html(changes: list[dict]) -> str:
     for c in changes:
         st = c["status"].replace("_", " ")
         if c["superseded"] is not None:
-            items.append(f"<li class='superseded'><b>{c['n']}</b> {_e(st)} from {_tok(c['tokens'])} tokens: "
-                         f"superseded at {_tok(c['superseded'])} tokens (by {_e(c['by'].replace('_', ' '))})</li>")
+            items.append(f"<li class='superseded'><b>{c['n']}</b> {_e(st)} from {format_tokens(c['tokens'])} tokens: "
+                         f"superseded at {format_tokens(c['superseded'])} tokens (by {_e(c['by'].replace('_', ' '))})</li>")
         else:
-            items.append(f"<li><b>{c['n']}</b> {_e(st)} from {_tok(c['tokens'])} tokens: standing</li>")
+            items.append(f"<li><b>{c['n']}</b> {_e(st)} from {format_tokens(c['tokens'])} tokens: standing</li>")
     return "<p class='meta'>Verdict changes (numbered above the plots):</p><ul class='changes'>" + "".join(items) + "</ul>"
 
 
@@ -572,7 +572,7 @@ def _log_html(g: dict, verdict, changes: list[dict], budget) -> str:
         sup = _superseded_at(changes, t, st)
         if sup is None:
             return _e(text)
-        return f"<span class='superseded'>{_e(text)}  [superseded at {_tok(sup)} tokens]</span>"
+        return f"<span class='superseded'>{_e(text)}  [superseded at {format_tokens(sup)} tokens]</span>"
 
     key = lambda e: e[0] if e[0] is not None else -1.0  # noqa: E731
     lines = [line(e) for e in sorted(g["head"], key=key)]
@@ -583,7 +583,7 @@ def _log_html(g: dict, verdict, changes: list[dict], budget) -> str:
         now = dg.format_verdict(verdict)
         last = (g["tail"] or g["head"] or [(None, None, "")])[-1][2]
         if now != last:
-            where = f" with the budget {_tok(budget)}" if budget else ""
+            where = f" with the budget {format_tokens(budget)}" if budget else ""
             lines.append(f"<b>now</b> (recomputed from the probes{where}): {_e(now)}")
     if not lines:
         return ""
@@ -648,7 +648,7 @@ def _which_run_group(g, verdict_laws: dict) -> str:
         series.append({"run_id": rf.run_id, "x": list(x), "y": list(y), "curve": curve,
                        "pred": (rf.mean, rf.low, rf.high) if rf.predicted else None})
     way = "higher" if g.higher_is_better else "lower"
-    head = (f"<h3>{_e(g.task)} &middot; D<sub>f</sub>={_e(g.finetune_size)}: {_e(L)} at {_tok(g.budget)} tokens "
+    head = (f"<h3>{_e(g.task)} &middot; D<sub>f</sub>={_e(g.finetune_size)}: {_e(L)} at {format_tokens(g.budget)} tokens "
             f"({way} is better; {g.interval:.0%} intervals)</h3>")
     fig = _figure(runs_figure(series, g.budget, L), f"{len(g.runs)} runs' {L}, their laws and predictions at the budget",
                   "<br>solid: the run's law over its probes; dashed: beyond its newest probe",
@@ -658,9 +658,9 @@ def _which_run_group(g, verdict_laws: dict) -> str:
         pred = f"{rf.mean:.3g} [{rf.low:.3g}, {rf.high:.3g}]" if rf.predicted else f"none: {rf.why}"
         law = (LAW_NAMES.get(rf.law, rf.law or "") + (f", widened x{rf.interval_scale:.2g}" if rf.interval_scale > 1 else "")
                if rf.source == "law" else "")
-        rows.append([rf.run_id, _tok(rf.tokens), f"{rf.current:.3g}", pred, law, rf.source or "",
+        rows.append([rf.run_id, format_tokens(rf.tokens), f"{rf.current:.3g}", pred, law, rf.source or "",
                      verdict_laws.get(rf.run_id, "")])
-    table = _table(["run", "tokens", f"current {L}", f"predicted at {_tok(g.budget)} [interval]", "law", "source",
+    table = _table(["run", "tokens", f"current {L}", f"predicted at {format_tokens(g.budget)} [interval]", "law", "source",
                     "the run's verdict: law"], rows, left={0, 3, 4, 5, 6})
     differ = [rf.run_id for rf in g.runs if rf.source == "law" and verdict_laws.get(rf.run_id)
               and verdict_laws[rf.run_id] != f"{rf.law} (trusted)"]
@@ -769,7 +769,7 @@ def _transferred_task(run: str, tt) -> str:
             dt = _count(p.transferred) + band
             mult = f"x{_mult(p.multiplier)}" + ("" if math.isnan(p.low) else
                                                f" [{_mult(p.multiplier_low)}, {_mult(p.multiplier_high)}]")
-        rows.append([_count(df), _tok(p.tokens), dt, mult,
+        rows.append([_count(df), format_tokens(p.tokens), dt, mult,
                      p.status.replace("_", " ") + (" (extrapolated)" if p.extrapolated else ""), tt.growth[df].text()])
     fig = _figure(transferred_figure(series, "examples"), f"data transferred D_T against D_p, {tt.task}",
                   "<br>bands: the 90% intervals; red down-triangles: ossified (D_T &lt; 0); up-triangles: past "
@@ -821,10 +821,6 @@ def _num(v: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def _tok(v: Any) -> str:
-    return format_tokens(_num(v))
 
 
 def _e(x: Any) -> str:

@@ -28,15 +28,19 @@ def long_label(metric: str | None) -> str:
     return LONG_LABELS.get(metric or "", metric or "")
 
 
-def format_tokens(x: float | None) -> str:
-    """Tokens as 1.2e9, 2e10, 3.1e4 (one format everywhere); below 10,000 as the count itself.
+def format_tokens(x: Any) -> str:
+    """Tokens as 1.2e9, 2e10, 3.1e4 (one format everywhere); below 10,000 as the count itself. What is
+    not a number is shown as it is.
 
         >>> format_tokens(1.23e9), format_tokens(2e10), format_tokens(384), format_tokens(0)
         ('1.2e9', '2e10', '384', '0')
     """
-    if x is None or not math.isfinite(float(x)):
-        return "inf" if x is not None and float(x) > 0 else "?"
-    x = float(x)
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "?" if x is None else str(x)
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "?"
     if abs(x) < 1e4:  # small counts read best as they are
         return f"{x:.0f}"
     e = int(math.floor(math.log10(abs(x))))
