@@ -37,7 +37,7 @@ its own tokens)::
 
 Distributed training: only the world-process-zero decides and does probe work (snapshots, jobs,
 logging); other ranks return at once from every event, so no probe work enters the training's
-collectives. Use ``executor="process"`` (or ``"ray"``) there: a probe running a nested Trainer
+collectives. Use ``executor="process"`` (or ``"ray"``) there: a probe fine-tuning through accelerate
 inside a rank of a DDP run would wait on the other ranks. Under FSDP or DeepSpeed a rank holds a
 shard, so probe ``on_save=True`` only: snapshots are then hard-linked from the consolidated
 checkpoint (``fsdp_config={"state_dict_type": "FULL_STATE_DICT"}``, DeepSpeed ZeRO-3

@@ -205,7 +205,7 @@ class InlineExecutor(Executor):
     """Run each probe in the calling thread, before ``submit`` returns (training waits).
 
     Simplest and exact: nothing runs beside the training. Not usable under multi-process training
-    (a nested Trainer on one rank would join the other ranks' collectives); use ``process`` there.
+    (a probe's fine-tune on one rank would join the other ranks' collectives); use ``process`` there.
     """
 
     name = "inline"
@@ -637,7 +637,7 @@ def _worker_main(fd: str, history_path: str, num_threads: str = "0", parent_pid:
     if int(num_threads) > 0:
         torch.set_num_threads(int(num_threads))
     # Import the heavy parts now, while the training is still starting, not at the first job
-    # (the nested Trainer pulls in most of transformers and accelerate: seconds on a busy machine).
+    # (the fine-tune pulls in most of transformers and accelerate: seconds on a busy machine).
     from transfer_probe.run.probe import failed_record, run_probe
 
     try:
