@@ -119,3 +119,21 @@ def test_plugins_use_only_public_names():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("transfer_probe"):
                 bad += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert not bad, bad
+
+
+def test_one_json_conversion_with_its_two_conventions():
+    import math
+
+    import numpy as np
+
+    from transfer_probe.diagnose.verdict import jsonable
+    from transfer_probe.jsonable import to_json
+    from transfer_probe.laws.result import _jsonable
+    from transfer_probe.sinks import to_jsonable
+
+    value = {"a": np.float64("nan"), "b": [np.int64(3), math.inf], "c": np.array([1.5, -math.inf])}
+    assert jsonable(value) == to_jsonable(value) == {"a": None, "b": [3, None], "c": [1.5, None]}
+    assert _jsonable(value) == to_json(value, nonfinite="string") == {"a": "nan", "b": [3, "inf"], "c": [1.5, "-inf"]}
+    assert float(_jsonable(math.inf)) == math.inf  # a reader gets the value back
+    with pytest.raises(ValueError, match="nonfinite must be"):
+        to_json(1.0, nonfinite="nan")

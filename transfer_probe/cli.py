@@ -626,13 +626,10 @@ COMMANDS = {
 
 
 def _jsonable(obj: Any) -> Any:
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return str(obj)
+    """``json.dumps``'s fallback for what it cannot write (numpy values, result objects)."""
+    from transfer_probe.jsonable import to_json
+
+    return to_json(obj)
 
 
 def _indent(text: str, prefix: str = "  ") -> str:

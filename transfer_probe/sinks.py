@@ -17,10 +17,8 @@ carry on. Write your own by subclassing :class:`Sink` and registering it (docs/p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import os
 import threading
 import time
@@ -28,6 +26,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from transfer_probe.jsonable import to_json
 
 __all__ = ["Sink", "JsonlSink", "WebhookSink", "to_jsonable"]
 
@@ -37,26 +37,7 @@ logger = logging.getLogger(__name__)
 def to_jsonable(obj: Any) -> Any:
     """Turn records and verdicts (dataclasses, objects with ``to_dict``, numpy scalars, paths,
     non-finite floats) into plain JSON values."""
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return to_jsonable(obj.to_dict())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {str(k) if not isinstance(k, str) else k: to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        try:
-            return to_jsonable(obj.item())
-        except (TypeError, ValueError):
-            pass
-    return str(obj)
+    return to_json(obj)
 
 
 class Sink:

@@ -46,6 +46,7 @@ import numpy as np
 from scipy import stats
 
 from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, robust_sd
+from transfer_probe.jsonable import to_json
 from transfer_probe.laws import FitResult, PowerLaw, TransferLaw
 from transfer_probe.store.history import aggregate, probe_records
 from transfer_probe.text import format_tokens
@@ -402,16 +403,7 @@ class TransferResult:
 
 def _json(v: Any) -> Any:
     """JSON values in FitResult.to_dict's convention: inf / nan as the strings "inf", "-inf", "nan"."""
-    if isinstance(v, Mapping):
-        return {str(k): _json(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_json(x) for x in v]
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, (float, np.floating)):
-        v = float(v)
-        return v if math.isfinite(v) else ("nan" if math.isnan(v) else "inf" if v > 0 else "-inf")
-    return v.item() if isinstance(v, np.integer) else v
+    return to_json(v, nonfinite="string")
 
 
 def _int(v: float) -> Any:

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
-
+from transfer_probe.jsonable import to_json
 from transfer_probe.store.history import SCHEMA_VERSION
 
 # "suspected" is the first stage of a break: a signal that more measurement should settle before
@@ -243,21 +241,4 @@ class VerdictTracker:
 
 def jsonable(obj: Any) -> Any:
     """Plain JSON values: non-finite floats become ``None``, numpy values Python ones."""
-    if obj is None or isinstance(obj, (bool, str, int)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if hasattr(obj, "item"):
-        try:
-            return jsonable(obj.item())
-        except (TypeError, ValueError):
-            pass
-    if hasattr(obj, "to_dict"):
-        return jsonable(obj.to_dict())
-    return str(obj)
+    return to_json(obj)

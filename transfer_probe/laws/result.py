@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import lmfit
 import numpy as np
 from scipy import stats
+
+from transfer_probe.jsonable import to_json
 
 # --------------------------------------------------------------------------------------------------
 # results
@@ -61,16 +62,12 @@ class Inverse:
         }
 
 
-def _jsonable(v: float) -> float | None | str:
-    # JSON has no inf/nan: write them as strings a reader can float() back.
-    if v is None:
-        return None
-    v = float(v)
-    if math.isnan(v):
-        return "nan"
-    if math.isinf(v):
-        return "inf" if v > 0 else "-inf"
-    return v
+def _jsonable(v: Any) -> Any:
+    """A fit result's value as JSON: inf / nan as strings a reader can float() back."""
+    return to_json(v, nonfinite="string")
+
+
+_nested_jsonable = _jsonable  # the same conversion, for nested values
 
 
 @dataclass
@@ -338,19 +335,6 @@ class FitResult:
     def __str__(self) -> str:
         return self.report()
 
-
-def _nested_jsonable(v):
-    if isinstance(v, Mapping):
-        return {str(k): _nested_jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_nested_jsonable(x) for x in v]
-    if isinstance(v, (float, np.floating)):
-        return _jsonable(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
 
 
 def _fmt_range(r) -> str:
