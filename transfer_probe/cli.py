@@ -91,8 +91,6 @@ def _add_fit_options(p: argparse.ArgumentParser, *, ce: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from transfer_probe.demo import DEMO_TIME  # the demo's measured time, said in one place
-
     parser = _Parser(
         prog="transfer-probe",
         formatter_class=_formatter,
@@ -102,10 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
         "  transfer-probe demo --quick\n"
         "  transfer-probe fit run/transfer_probe/history.jsonl --y bleu --budget 2e10\n"
         "  transfer-probe diagnose curve.csv --x tokens --y bleu --ce loss --json\n"
-        "  transfer-probe report run/transfer_probe/history.jsonl -o report.html\n",
+        "  transfer-probe report run/transfer_probe/history.jsonl -o report.html\n"
+        "  transfer-probe compare runA/transfer_probe/history.jsonl runB/transfer_probe/history.jsonl\n",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_demo(sub)
+    _add_fit(sub)
+    _add_compare(sub)
+    _add_diagnose(sub)
+    _add_report(sub)
+    _add_probe(sub)
+    _add_plugins(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
+    from transfer_probe.demo import DEMO_TIME  # the demo's measured time, said in one place
 
     p = sub.add_parser(
         "demo", formatter_class=_formatter, help="pre-train tiny models offline and watch the verdicts differ",
@@ -118,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a smaller, faster run")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
+
+def _add_fit(sub) -> None:
     p = sub.add_parser(
         "fit", formatter_class=_formatter, help="fit a scaling law to a history file or table",
         description="Fit a scaling law (log: BLEU=(log(A*D^alpha))^beta; power: L=E+A/D^alpha; transfer;\n"
@@ -141,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="COLUMN",
                    help="with --approach 1: the column naming each run's curve (default: run, run_id or name)")
 
+
+def _add_compare(sub) -> None:
     p = sub.add_parser(
         "compare", formatter_class=_formatter,
         help="which run to continue: the runs' predicted scores at a common budget, P(A beats B), a ranking",
@@ -161,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-size", type=_count_arg, help="only this fine-tuning size D_f")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
+
+def _add_diagnose(sub) -> None:
     p = sub.add_parser(
         "diagnose", formatter_class=_formatter, help="verdict per task and D_f: aligned, misaligned, law_break...",
         description="Diagnose each (task, D_f) group: is the run aligned with the task, has the BLEU law\n"
@@ -171,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_fit_options(p, ce=True)
 
+
+def _add_report(sub) -> None:
     p = sub.add_parser(
         "report", formatter_class=_formatter, help="self-contained HTML report with plots",
         description="Write one self-contained HTML file (plots embedded) with, per run / task / D_f, the\n"
@@ -184,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=_tokens_arg, help="planned pre-training tokens (marked, predicted at)")
     p.add_argument("--target", type=_target_arg, help="target BLEU (marked)")
 
+
+
+def _add_probe(sub) -> None:
     from transfer_probe.run.probe import FinetuneConfig
 
     ft = FinetuneConfig()  # the defaults --help shows are the ones a probe uses
@@ -222,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="transfer_probe_history.jsonl",
                    help="history file to append to (default: ./transfer_probe_history.jsonl)")
 
+
+def _add_plugins(sub) -> None:
     p = sub.add_parser(
         "plugins", formatter_class=_formatter, help="list the installed plugins and what they register",
         description="List what the loaded plugins register: task types, metrics, laws, executors and sinks,\n"
@@ -229,7 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  transfer-probe plugins\n  transfer-probe plugins --json\n",
     )
     p.add_argument("--json", action="store_true", help="print JSON (one object per plugin) instead of a table")
-    return parser
 
 
 # --- commands -------------------------------------------------------------------------------------
