@@ -131,34 +131,7 @@ def diagnose_rows(
         ce = None
     tasks = {str(r.get("task")) for r in rows if r.get("task") is not None}
     task = tasks.pop() if len(tasks) == 1 else "table"
-    recs = []
-    for i, r in enumerate(rows):
-        tokens = _num(r.get(x))
-        score = _num(r.get(y))
-        if tokens is None or tokens < 0:
-            raise ValueError(f"row {i + 1}: column {x!r} must be a number of tokens >= 0, got {r.get(x)!r}")
-        if score is None:
-            continue
-        metrics = {y: score}
-        ci = {}
-        for name in (y, ce):
-            if name is None:
-                continue
-            v = _num(r.get(name))
-            if v is None:
-                continue
-            metrics[name] = v
-            s = _num(r.get(f"{name}_sem"))
-            if s is not None and s > 0:
-                ci[name] = [v - 1.645 * s, v + 1.645 * s]
-        pretrained = r.get("pretrained", True)
-        if isinstance(pretrained, str):
-            pretrained = pretrained.strip().lower() not in {"false", "0", "no", ""}
-        elif isinstance(pretrained, float):
-            pretrained = bool(pretrained)
-        recs.append({"run_id": "table", "task": task, "finetune_size": None, "tokens": tokens,
-                     "pretrained": bool(pretrained), "status": "ok", "metrics": metrics,
-                     "metrics_ci": ci, "repeat": 0})
+    recs = [rec for i, r in enumerate(rows) if (rec := _row_record(i, r, x, y, ce, task)) is not None]
     if not recs:
         raise ValueError(f"diagnose_rows: no row has a numeric {y!r}")
     # Repeats: CSV rows have no repeat index; count rows sharing a tokens value.
@@ -168,6 +141,36 @@ def diagnose_rows(
         rec["repeat"] = seen.get(k, 0)
         seen[k] = rec["repeat"] + 1
     return diagnose(recs, budget_tokens, target, metric=y, ce=ce, **kwargs)
+
+
+_Z90 = 1.6448536269514722  # the 90% normal quantile: a row's standard error becomes a 90% interval
+
+
+def _row_record(i: int, r: Mapping[str, Any], x: str, y: str, ce: str | None, task: str) -> dict | None:
+    """One table row as a probe record (None when its score is empty); ``{name}_sem`` columns become
+    90% intervals, as the history stores them."""
+    tokens = _num(r.get(x))
+    if tokens is None or tokens < 0:
+        raise ValueError(f"row {i + 1}: column {x!r} must be a number of tokens >= 0, got {r.get(x)!r}")
+    score = _num(r.get(y))
+    if score is None:
+        return None
+    metrics, ci = {y: score}, {}
+    for name in (y, ce):
+        v = _num(r.get(name)) if name is not None else None
+        if v is None:
+            continue
+        metrics[name] = v
+        s = _num(r.get(f"{name}_sem"))
+        if s is not None and s > 0:
+            ci[name] = [v - _Z90 * s, v + _Z90 * s]
+    pretrained = r.get("pretrained", True)
+    if isinstance(pretrained, str):
+        pretrained = pretrained.strip().lower() not in {"false", "0", "no", ""}
+    elif isinstance(pretrained, float):
+        pretrained = bool(pretrained)
+    return {"run_id": "table", "task": task, "finetune_size": None, "tokens": tokens, "pretrained": bool(pretrained),
+            "status": "ok", "metrics": metrics, "metrics_ci": ci, "ci_level": 0.9, "repeat": 0}
 
 
 def check_tokens(records: Iterable[Mapping[str, Any]], key: str = "tokens") -> None:
