@@ -1,6 +1,6 @@
 """The probe at a size where arithmetic matters (issue 16, items 3 and 4): a ~13M-parameter GPT-2 on CPU.
 
-    python benchmarks/bench_probe_scale.py                 # figures for benchmarks/README.md (~3 min)
+    python benchmarks/bench_probe_scale.py --steps 40     # figures for benchmarks/README.md (~80 s, idle cores)
     python benchmarks/bench_probe_scale.py --steps 6 --test-size 64 --rounds 1   # smoke run
 
 (3) Utilisation. The probe's own fine-tune (``transfer_probe.run.finetune.finetune`` inside
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--breakdown-steps", type=int, default=8)
     ap.add_argument("--df", type=int, default=256)
-    ap.add_argument("--test-size", type=int, default=256)
+    ap.add_argument("--test-size", type=int, default=512)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts for (3); (4) uses the first")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of the generation comparison")
     args = ap.parse_args(argv)
