@@ -45,7 +45,7 @@ import numpy as np
 from scipy.stats import norm
 
 from transfer_probe.diagnose import fits as F
-from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, resolution, robust_sd
+from transfer_probe.diagnose.noise import curve_noise, floor_errors, pooled_sem, resolution
 from transfer_probe.diagnose.tests import warmup_end
 from transfer_probe.diagnose.verdict import jsonable
 from transfer_probe.plugins import higher_is_better
@@ -228,16 +228,10 @@ def _g(v: float | None) -> str:
 
 
 def _noise(pts: list[dict], y: np.ndarray, metric: str, lower: bool) -> tuple[np.ndarray, bool]:
-    """Per-point noise sd, as the verdict measures it (diagnose.rules.Diagnosis.noise): recorded errors
-    pooled, floored and scaled by their excess scatter; else the robust scatter of successive points."""
+    """Per-point noise sd, as the verdict measures it (``diagnose.noise.curve_noise``)."""
     res = resolution(y, loss=lower, metric=metric)
-    s = floor_errors(pooled_sem(pts, metric), res)
-    if len(s) and np.all(np.isfinite(s)):
-        return s * float(excess_scatter(y, s)), True
-    sd = float(robust_sd(y))
-    if not math.isfinite(sd) and len(y) >= 3:
-        sd = float(np.std(np.diff(y), ddof=1) / math.sqrt(2))
-    return np.full(len(y), max(sd, res) if math.isfinite(sd) else math.nan), False
+    s, scale = curve_noise(y, floor_errors(pooled_sem(pts, metric), res), res)
+    return s, scale is not None
 
 
 def _warmup(y: np.ndarray, s: np.ndarray, base: list[float], sign: float, res: float) -> int:

@@ -6,6 +6,7 @@ Every function here is pure numpy on arrays of one curve (or of many simulated c
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import numpy as np
@@ -104,3 +105,18 @@ def excess_scatter(y: np.ndarray, sigma: np.ndarray) -> np.ndarray | float:
     v = s[..., :-2] ** 2 + 4.0 * s[..., 1:-1] ** 2 + s[..., 2:] ** 2
     ratio = _MAD * np.median(np.abs(d2) / np.sqrt(v), axis=-1)
     return np.maximum(ratio, 1.0)
+
+
+def curve_noise(y: np.ndarray, sigma: np.ndarray, res: float) -> tuple[np.ndarray, float | None]:
+    """Each point's noise sd, as the verdicts (and ``compare_runs``) take it: recorded errors scaled up
+    by their excess scatter, returning that scale; with none recorded (any non-finite), the robust
+    scatter of the points floored at ``res`` (NaN when it cannot be estimated), and scale None."""
+    y = np.asarray(y, float)
+    s = np.asarray(sigma, float)
+    if len(s) and np.all(np.isfinite(s)):
+        scale = float(excess_scatter(y, s))
+        return s * scale, scale
+    sd = float(robust_sd(y))
+    if not math.isfinite(sd) and len(y) >= 3:  # too few points for second differences: successive ones
+        sd = float(np.std(np.diff(y), ddof=1) / math.sqrt(2))
+    return np.full(len(y), max(sd, res) if math.isfinite(sd) else math.nan), None

@@ -25,7 +25,14 @@ import numpy as np
 
 from transfer_probe.diagnose import fits as F
 from transfer_probe.diagnose.lawrules import LawRules
-from transfer_probe.diagnose.noise import excess_scatter, floor_errors, pooled_sem, resolution, robust_sd
+from transfer_probe.diagnose.noise import (
+    curve_noise,
+    excess_scatter,
+    floor_errors,
+    pooled_sem,
+    resolution,
+    robust_sd,
+)
 from transfer_probe.diagnose.tests import change_z, replay, warmup_end
 from transfer_probe.diagnose.verdict import Thresholds, Verdict
 from transfer_probe.store.history import aggregate
@@ -130,17 +137,15 @@ class Diagnosis(LawRules):
     def noise(self, y: np.ndarray) -> bool:
         """``self.sigma`` for the points after the warm-up; False when it cannot be estimated."""
         w, m = self.w, len(y)
-        if self.known:
-            scale = float(excess_scatter(y, self.s[w:]))
-            self.sigma = self.s[w:] * scale
+        self.sigma, scale = curve_noise(y, self.s[w:] if self.known else np.full(m, np.nan), self.res)
+        if scale is not None:
             self.stats["noise_scale"] = round(scale, 3)
             if scale > 1.0:
                 self.reasons.append(f"the points scatter {scale:.2g}x more than their recorded errors: errors scaled up")
         else:
-            sd = self.noise_unknown(y)
+            sd = float(self.sigma[0]) if m else math.nan
             if not math.isfinite(sd):
                 return False
-            self.sigma = np.full(m, sd)
             self.reasons.append(f"no errors recorded: noise estimated from the scatter of successive probes "
                                 f"({sd:.3g} {self.L}; a trend or a break does not inflate it)")
         self.sigma_all = np.concatenate([self.s[:w] if self.known else np.full(w, self.sigma[0]), self.sigma])
@@ -177,10 +182,7 @@ class Diagnosis(LawRules):
         return w
 
     def noise_unknown(self, y: np.ndarray) -> float:
-        sd = float(robust_sd(y))
-        if not math.isfinite(sd) and len(y) >= 3:
-            sd = float(np.std(np.diff(y), ddof=1) / math.sqrt(2))
-        return max(sd, self.res) if math.isfinite(sd) else sd
+        return float(curve_noise(y, np.full(len(y), np.nan), self.res)[0][0]) if len(y) else math.nan
 
     # -- 3) break ----------------------------------------------------------------------------------
     def broken(self, look: dict, x: np.ndarray, y: np.ndarray) -> Verdict:
