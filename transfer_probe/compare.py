@@ -47,7 +47,7 @@ from scipy.stats import norm
 from transfer_probe.diagnose import fits as F
 from transfer_probe.diagnose.noise import curve_noise, floor_errors, pooled_sem, resolution
 from transfer_probe.diagnose.tests import warmup_end
-from transfer_probe.diagnose.verdict import jsonable
+from transfer_probe.diagnose.verdict import DEFAULT_THRESHOLDS, jsonable
 from transfer_probe.plugins import higher_is_better
 from transfer_probe.store import history
 from transfer_probe.text import format_tokens, label
@@ -59,7 +59,6 @@ METHOD = ("normal approximation: each run's predicted score at the budget is nor
           "chosen law and the sd of the expected curve (fit uncertainty, widened by the run's own backtest "
           "rms when > 1); P(A beats B) = Phi(d / sqrt(sd_A^2 + sd_B^2)), runs independent")
 
-_Z_WARMUP = 2.0  # as Thresholds.z_warmup
 _SCORES = ("bleu", "chrf", "exact_match", "pass@1", "accuracy", "acc", "score")
 
 
@@ -238,7 +237,7 @@ def _warmup(y: np.ndarray, s: np.ndarray, base: list[float], sign: float, res: f
     """Probes still at the no-pretraining (or starting) level: left out of the law fits."""
     level = float(np.mean(base)) if base else None
     level_sd = float(np.std(base, ddof=1) / math.sqrt(len(base))) if len(base) > 1 else float(np.median(s))
-    w = warmup_end(sign * y, s, None if level is None else sign * level, level_sd, _Z_WARMUP, res)
+    w = warmup_end(sign * y, s, None if level is None else sign * level, level_sd, DEFAULT_THRESHOLDS.z_warmup, res)
     return len(y) if w is None else w
 
 
