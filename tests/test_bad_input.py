@@ -363,3 +363,16 @@ def test_the_console_sees_one_line_and_exit_2(files, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [f"transfer-probe report: error: {tmp_path} is a directory, not a history "
                                         "file (give .../transfer_probe/history.jsonl)"]
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "fit", "diagnose"])
+def test_an_empty_file_is_said_once_by_every_command(tmp_path, capsys, command):
+    from transfer_probe.cli import main
+
+    empty = tmp_path / "history.jsonl"
+    empty.write_text("")
+    extra = ["-o", str(tmp_path / "r.html")] if command == "report" else []
+    assert main([command, str(empty), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("the file holds no rows"), err
+    assert not (tmp_path / "r.html").exists()

@@ -516,6 +516,8 @@ def _check_input_file(f: str) -> None:
         found = next((c for c in (p / "transfer_probe" / "history.jsonl", p / "history.jsonl") if c.is_file()), None)
         raise CLIError(f"{f} is a directory, not a history file" + (f"; did you mean {found}?" if found else
                                                                     " (give .../transfer_probe/history.jsonl)"))
+    if p.stat().st_size == 0:  # as fit and diagnose say it, before report writes an empty page
+        raise CLIError(f"{f}: the file holds no rows")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
