@@ -46,8 +46,10 @@ SCRIPT = textwrap.dedent('''
                       data_collator=default_data_collator, callbacks=[probe])
     trainer.train()
     rank = int(os.environ["RANK"])
-    print(f"RANK {rank} world {args.world_size} step {trainer.state.global_step} "
-          f"active_executor {probe.executor is not None} records {len(probe.records)}", flush=True)
+    # one file per rank: the two ranks' stdout interleave mid-line (seen in CI), files cannot
+    with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as fh:
+        fh.write(f"RANK {rank} world {args.world_size} step {trainer.state.global_step} "
+                 f"active_executor {probe.executor is not None} records {len(probe.records)}")
 ''')
 
 
@@ -67,7 +69,7 @@ def test_torchrun_two_cpu_ranks_one_prober(tiny_tokenizer, translation_files, tm
     except subprocess.TimeoutExpired as err:  # a hang is a failure, not a stuck suite
         pytest.fail(f"torchrun did not finish in 240 s (a rank hung?)\n{(err.stderr or '')[-3000:]}")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("RANK"))
+    lines = [(out / f"rank{r}.txt").read_text() if (out / f"rank{r}.txt").exists() else None for r in (0, 1)]
     assert lines == ["RANK 0 world 2 step 4 active_executor True records 3",
                      "RANK 1 world 2 step 4 active_executor False records 0"], proc.stdout
     recs = read_history(out / "transfer_probe" / "history.jsonl")
