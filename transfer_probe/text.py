@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from transfer_probe.store.records import examples, finetune_examples
+
 LABELS = {"bleu": "BLEU", "chrf": "chrF", "cross_entropy": "CE", "exact_match": "exact match",
           "accuracy": "accuracy", "bpb": "bits/byte"}
 LONG_LABELS = {"cross_entropy": "cross-entropy", "bpb": "bits-per-byte"}
@@ -77,8 +79,7 @@ def format_verdict(verdict: Any, *, prefix: bool = True) -> str:
         head.append("transfer_probe WARNING" if v.is_warning else "transfer_probe")
     who = str(v.task) if v.task is not None else "table"
     if v.finetune_size is not None:
-        df = v.finetune_size.get("examples") if isinstance(v.finetune_size, Mapping) else v.finetune_size
-        who += f" D_f={df}"
+        who += f" D_f={examples(v.finetune_size)}"
     head.append(who)
     border = " (borderline: within the noise margin of the threshold; more repeats at this point would settle it)" \
         if v.borderline else ""
@@ -150,10 +151,8 @@ def format_probe(record: Mapping[str, Any], name: str | None = None) -> str:
         ...               "metrics_ci": {"bleu": [10.0, 14.5], "cross_entropy": [3.4, 3.5]}}, "checkpoint-10")
         'checkpoint-10 | tokens 2560 | D_f=64 | BLEU 12.3 [10.0, 14.5] | CE 3.457 [3.400, 3.500]'
     """
-    df = record.get("finetune_size")
-    df = df.get("examples") if isinstance(df, Mapping) else df
     parts = [name or str(record.get("checkpoint") or "?"), f"tokens {format_tokens(record.get('tokens'))}",
-             f"D_f={df}"]
+             f"D_f={finetune_examples(record)}"]
     if record.get("repeat"):
         parts.append(f"repeat {record['repeat']}")
     if record.get("status", "ok") != "ok":

@@ -22,22 +22,31 @@ Unknown fields are kept on read and never dropped by the helpers here.
 from __future__ import annotations
 
 import atexit
-import csv
-import functools
 import json
 import logging
-import math
 import os
-import statistics
 import threading
 import time
 import weakref
-from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from transfer_probe.store import jsonl
+from transfer_probe.store import jsonl, tables
+
+# The record side, re-exported here where callers have always imported it from.
+from transfer_probe.store.records import (  # noqa: F401
+    MERGED,
+    Aggregator,
+    _finetune_examples,
+    _finite,
+    aggregate,
+    check_record,
+    finetune_examples,
+    group_key,
+    group_records,
+    probe_records,
+)
 
 SCHEMA_VERSION = 1
 HISTORY_FILENAME = "history.jsonl"
@@ -233,223 +242,6 @@ def read_history(path: str | os.PathLike, *, strict: bool = False) -> list[dict]
     return [rec for _, rec in iter_history(path, strict=strict)]
 
 
-def probe_records(records: Iterable[Mapping[str, Any]], *, ok_only: bool = True) -> list[dict]:
-    """The probe results among ``records`` (verdict records and, by default, failed probes dropped)."""
-    out = []
-    for r in records:
-        if r.get("kind", "probe") != "probe":
-            continue
-        if ok_only and r.get("status", "ok") != "ok":
-            continue
-        out.append(dict(r))
-    return out
-
-
-def _finetune_examples(record: Mapping[str, Any]) -> Any:
-    fs = record.get("finetune_size")
-    if isinstance(fs, Mapping):
-        return fs.get("examples")
-    return fs
-
-
-def group_key(record: Mapping[str, Any]) -> tuple[str, Any]:
-    """The (task, D_f examples) group a record belongs to; a verdict is given per group.
-
-    Raises ``ValueError`` when the record's D_f is a list or an object without a plain ``examples``
-    value (it could be put in no group; :func:`check_record` says which line of a file holds it).
-    """
-    df = _finetune_examples(record)
-    if isinstance(df, (list, dict, Mapping)):
-        raise ValueError(f"a record of task {record.get('task')!r} has finetune_size "
-                         f"{_short(record.get('finetune_size'))}: {_FS_EXPECTED}")
-    return (str(record.get("task")), df)
-
-
-_FS_EXPECTED = "expected a number of examples or an object with a numeric 'examples'"
-
-
-def _short(v: Any, n: int = 60) -> str:
-    text = json.dumps(v, default=str) if not isinstance(v, str) else repr(v)
-    return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def check_record(record: Mapping[str, Any]) -> str | None:
-    """Why a probe record cannot be grouped or aggregated (``None``: it can).
-
-    Checks the fields the readers key on: ``finetune_size`` (a number, or an object whose ``examples``
-    is one), ``run_id`` (a plain value), ``tokens`` (a number) and ``metrics`` (an object). A null or
-    NaN metric value is not a problem here: it is a missing value, left out of the means.
-    """
-    fs = record.get("finetune_size")
-    df = fs.get("examples") if isinstance(fs, dict) or isinstance(fs, Mapping) else fs
-    if isinstance(df, (list, dict)):
-        return f"finetune_size is {_short(fs)}: {_FS_EXPECTED}"
-    rid = record.get("run_id")
-    if isinstance(rid, (list, dict)):
-        return f"run_id is {_short(rid)}: expected a string"
-    tok = record.get("tokens")
-    if record.get("kind", "probe") == "probe" and isinstance(record.get("metrics"), Mapping) and not (
-            type(tok) in (int, float) and 0 <= tok < math.inf):
-        # A probe result off the curve: None would count as 0 tokens (the baseline), NaN as no point.
-        if not _finite(tok) or float(tok) < 0:
-            return f"tokens is {_short(tok)}: expected a number of tokens >= 0"
-    if tok is not None and type(tok) is not float and type(tok) is not int:
-        try:
-            float(tok)
-        except (TypeError, ValueError):
-            return f"tokens is {_short(tok)}: expected a number"
-    m = record.get("metrics")
-    if m is not None and type(m) is not dict and not isinstance(m, Mapping):
-        return f"metrics is {_short(m)}: expected an object of metric values"
-    return None
-
-
-# Set on a record that stands for several repeats of one probe point (see Aggregator.records):
-# {"n": repeats, "step": highest step, "values": {metric: [finite values, file order]}}.
-MERGED = "_merged_repeats"
-
-
-class _Point:
-    """The running state of one probe point: its first record, repeat count, values per metric."""
-
-    __slots__ = ("first", "n", "step", "values")
-
-    def __init__(self, first: Mapping[str, Any]):
-        self.first, self.n, self.step = first, 0, None
-        self.values: dict[str, array] = {}
-
-    def _step(self, step: Any) -> None:
-        self.step = step if self.step is None else max(self.step, step)
-
-    def add(self, r: Mapping[str, Any]) -> None:
-        merged = r.get(MERGED)
-        if merged is not None:
-            self.n += merged["n"]
-            self._step(merged["step"])
-            for m in r.get("metrics") or {}:
-                self.values.setdefault(m, array("d")).extend(merged["values"].get(m, ()))
-            return
-        self.n += 1
-        self._step(r.get("step") or 0)
-        for m, v in (r.get("metrics") or {}).items():
-            vals = self.values.get(m)
-            if vals is None:
-                vals = self.values[m] = array("d")
-            if type(v) is float:  # the common case, without _finite's call and float()
-                if v - v == 0.0:  # finite: nan - nan and inf - inf are nan
-                    vals.append(v)
-            elif _finite(v):
-                vals.append(float(v))
-
-
-def _point_key(r: Mapping[str, Any]) -> tuple:
-    return (r.get("run_id"), float(r.get("tokens") or 0.0), str(r.get("task")), _finetune_examples(r),
-            bool(r.get("pretrained", True)))
-
-
-class Aggregator:
-    """Running per-point state of probe records fed one at a time: memory grows with the number of
-    probe points, not of records. ``points()`` equals ``aggregate(records fed)``, value for value."""
-
-    def __init__(self) -> None:
-        self._points: dict[tuple, _Point] = {}
-
-    def add(self, record: Mapping[str, Any]) -> None:
-        key = _point_key(record)
-        pt = self._points.get(key)
-        if pt is None:
-            pt = self._points[key] = _Point(record)
-        pt.add(record)
-
-    def __len__(self) -> int:
-        return len(self._points)
-
-    def points(self, metrics: Iterable[str] | None = None) -> list[dict]:
-        out = [_finish(key, pt, metrics) for key, pt in self._points.items()]
-        out.sort(key=lambda p: (p["pretrained"], p["tokens"]))
-        return out
-
-    def records(self) -> list[dict]:
-        """One record per point, standing for all its repeats: ``aggregate`` gives the same points
-        from them as from the records fed. ``metrics`` holds the means (``None``: no finite value)."""
-        out = []
-        for (run_id, tokens, _task, _df, pretrained), pt in self._points.items():
-            f = pt.first
-            rec = {k: f[k] for k in _POINT_FIELDS if k in f}
-            rec.update(run_id=run_id, tokens=tokens, pretrained=pretrained, step=pt.step,
-                       metrics={m: (sum(v) / len(v) if v else None) for m, v in pt.values.items()})
-            rec[MERGED] = {"n": pt.n, "step": pt.step, "values": pt.values}
-            out.append(rec)
-        return out
-
-
-# What a merged record keeps of its first record: what grouping, fits and diagnoses read.
-_POINT_FIELDS = ("schema", "kind", "status", "error", "run_id", "task", "finetune_size", "params", "metrics_ci")
-
-
-def _finish(key: tuple, pt: _Point, metrics: Iterable[str] | None) -> dict:
-    run_id, tokens, task, df, pretrained = key
-    names = set(metrics) if metrics is not None else set(pt.values)
-    mean, sem, values = {}, {}, {}
-    for m in sorted(names):
-        vals = list(pt.values.get(m, ()))
-        if not vals:
-            continue
-        values[m] = vals
-        mu = sum(vals) / len(vals)
-        mean[m] = mu
-        if len(vals) > 1:
-            var = sum((v - mu) ** 2 for v in vals) / (len(vals) - 1)
-            sem[m] = math.sqrt(var / len(vals))
-        else:
-            ci = (pt.first.get("metrics_ci") or {}).get(m)
-            sem[m] = (float(ci[1]) - float(ci[0])) / (2 * _z_of(pt.first)) if ci and len(ci) == 2 else float("nan")
-    return {"run_id": run_id, "tokens": tokens, "task": task, "finetune_size": df, "pretrained": pretrained,
-            "step": pt.step, "n": pt.n, "mean": mean, "sem": sem, "values": values}
-
-
-def _z_of(record: Mapping[str, Any]) -> float:
-    """The normal quantile of the level of a record's intervals (``ci_level``; records written before
-    it existed have 90% intervals)."""
-    level = record.get("ci_level")
-    try:
-        level = float(level) if level is not None else 0.9
-    except (TypeError, ValueError):
-        level = 0.9
-    if not 0 < level < 1:
-        level = 0.9
-    return _normal_quantile(0.5 + level / 2)
-
-
-@functools.lru_cache(maxsize=32)
-def _normal_quantile(p: float) -> float:
-    return statistics.NormalDist().inv_cdf(p)
-
-
-def aggregate(records: Iterable[Mapping[str, Any]], metrics: Iterable[str] | None = None) -> list[dict]:
-    """Collapse the repeats of each (run, tokens, task, D_f, pretrained) point into one point.
-
-    Returns dicts sorted by (pretrained, tokens) with ``tokens``, ``task``, ``finetune_size``,
-    ``pretrained``, ``run_id``, ``n`` (repeats), ``mean`` and ``sem`` (dicts per metric) and
-    ``values`` (the per-repeat values). The standard error of a single repeat comes from its
-    bootstrap interval when recorded (its half-width over the normal quantile of the record's
-    ``ci_level``, 0.9 when not recorded), else it is ``nan``.
-    Records that stand for several repeats (:meth:`Aggregator.records`, :func:`read_points`) count as
-    those repeats.
-    """
-    agg = Aggregator()
-    for r in records:
-        if r.get("kind", "probe") == "probe" and r.get("status", "ok") == "ok":
-            agg.add(r)
-    return agg.points(metrics)
-
-
-def _finite(v: Any) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
-
 
 class MalformedRecords(ValueError):
     """Records of a file that cannot be grouped: the first one's file, line and reason, and how many."""
@@ -471,7 +263,7 @@ def read_points(path: str | os.PathLike, *, strict: bool = False) -> list[dict]:
         if rec.get("schema") == 0 and "metrics" not in rec and "status" not in rec:
             rows.append(rec)  # a row of a plain JSON Lines table, not a history record: kept as it is
         elif kind != "probe":
-            others[(kind, str(rec.get("run_id")), str(rec.get("task")), _finetune_examples(rec))] = rec
+            others[(kind, str(rec.get("run_id")), str(rec.get("task")), finetune_examples(rec))] = rec
         elif rec.get("status", "ok") == "ok":
             ok.add(rec)
         else:
@@ -511,7 +303,8 @@ def load_table(path: str | os.PathLike) -> list[dict]:
     """Read any CSV / TSV / JSON Lines / JSON-array file into a list of row dicts.
 
     Used by the CLI so ``fit`` and ``diagnose`` work on files that are not history files. Numbers in
-    CSV cells are converted to float where they parse.
+    CSV cells are converted to float where they parse (:mod:`transfer_probe.store.tables`); JSON Lines
+    files are read in one pass (:func:`read_points`).
     """
     path = Path(path)
     if not path.exists():
@@ -519,42 +312,12 @@ def load_table(path: str | os.PathLike) -> list[dict]:
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a history file (history.jsonl) or a CSV / JSON Lines file")
     suffix = path.suffix.lower()
-    if suffix in {".jsonl", ".ndjson", ".json"}:
-        if _first_char(path) == "[":  # a JSON array; anything else is read line by line, not whole
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            if not all(isinstance(r, dict) for r in rows):
-                raise ValueError(f"{path}: a JSON array must hold objects, one per row")
-            return rows
-        return read_points(path)
-    if suffix in {".csv", ".tsv", ".txt"}:
-        delimiter = "\t" if suffix == ".tsv" else ","
-        with open(path, newline="", encoding="utf-8") as fh:
-            sample = fh.read(4096)
-            fh.seek(0)
-            if suffix == ".txt":
-                delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            if not reader.fieldnames:
-                raise ValueError(f"{path}: empty file, expected a header row")
-            return [{k: _maybe_float(v) for k, v in row.items()} for row in reader]
+    if suffix in tables.JSON_SUFFIXES:
+        # a JSON array is read whole; anything else line by line
+        return tables.read_json_array(path) if tables.is_json_array(path) else read_points(path)
+    if suffix in tables.TABLE_SUFFIXES:
+        return tables.read_csv(path)
     raise ValueError(f"{path}: unknown file type {suffix!r}; expected .jsonl, .json, .csv or .tsv")
-
-
-def _first_char(path: Path) -> str:
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        while chunk := fh.read(4096):
-            if chunk.strip():
-                return chunk.lstrip()[0]
-    return ""
-
-
-def _maybe_float(v: Any) -> Any:
-    if v is None or v == "":
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return v
 
 
 def iter_new_records(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict], int]:
