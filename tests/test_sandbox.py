@@ -336,7 +336,7 @@ def _repo() -> str:
         import tempfile
 
         top = tempfile.mkdtemp(prefix="tp-sandbox-src-")
-        shutil.copytree(Path(sb.__file__).resolve().parent, Path(top) / "transfer_probe",
+        shutil.copytree(Path(sb.__file__).resolve().parents[1], Path(top) / "transfer_probe",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         for root, _dirs, files in os.walk(top):
             os.chmod(root, 0o755)
@@ -470,7 +470,8 @@ def test_auto_refuses_without_real_isolation_and_unsafe_none_is_named():
     script = (
         "import os, sys, shutil\nsys.path.insert(0, os.environ['TP_REPO'])\n"
         "from transfer_probe import sandbox as sb\n"
-        "sb._SYS_PATH = '/nonexistent'\n"  # this machine may have unshare; a machine without it is simulated
+        # this machine may have unshare; a machine without it is simulated
+        "from transfer_probe.sandbox import isolation\nisolation.SYS_PATH = '/nonexistent'\n"
         "try:\n    sb.Sandbox(allow_code_execution=True)\nexcept sb.IsolationUnavailable as e:\n    print('REFUSED', e)\n"
         "box = sb.Sandbox(allow_code_execution=True, isolation='unsafe-none')\n"
         "print('SIG', box.signature, box.run('print(1)').status)\n"
