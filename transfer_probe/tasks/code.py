@@ -4,6 +4,8 @@ The same probe machinery as translation: fine-tune on D_f (prompt, completion) p
 teacher-forced cross-entropy on the reference completions, exact match, BLEU and chrF on the
 generated code, and, when test examples carry HumanEval-style tests, pass@k from ``n_samples``
 sampled completions per problem run in :mod:`transfer_probe.sandbox`.
+Where the pairs come from (functions in Python sources, HumanEval files) is
+:mod:`transfer_probe.tasks.code_data`.
 
     from transfer_probe import CodeTask
 
@@ -19,30 +21,25 @@ sampled completions per problem run in :mod:`transfer_probe.sandbox`.
 
 from __future__ import annotations
 
-import ast
-import gzip
-import hashlib
-import io
-import json
 import os
 import re
-import sysconfig
-import tokenize
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from transfer_probe.tasks.base import PreparedTask, TaskScores, TextPairTask
+from transfer_probe.tasks.code_data import (
+    HUMANEVAL_FIELDS,
+    extract_functions,
+    humaneval_split,
+    python_source_pairs,
+)
 
 __all__ = ["CodeTask", "extract_functions"]
 
-HUMANEVAL_FIELDS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
 # A completion of a function body ends where a line starts at column 0 (the next def, class,
 # statement or comment), as with HumanEval's stop sequences.
 _END_OF_BODY = re.compile(r"\n(?=\S)")
-# Standard-library directories with no useful or with generated functions.
-_STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__", "lib2to3",
-                "tkinter", "idlelib", "turtledemo", "ensurepip", "pydoc_data", "encodings"}
 
 
 class CodeTask(TextPairTask):
@@ -103,17 +100,7 @@ class CodeTask(TextPairTask):
             max_source_length=max_source_length, max_target_length=max_target_length,
             max_test_examples=max_test_examples, shuffle_seed=shuffle_seed,
         )
-        problems = list(problems) if problems is not None else []
-        if problems and len(problems) < len(self.test_pairs):
-            raise ValueError(f"task {self.name!r}: {len(problems)} problems for {len(self.test_pairs)} test "
-                             "examples; give one problem (or None) per test example")
-        self.problems = [dict(p) if p is not None else None for p in problems[: len(self.test_pairs)]]
-        for p in self.problems:
-            if p is not None:
-                missing = [k for k in ("prompt", "test", "entry_point") if not p.get(k)]
-                if missing:
-                    raise ValueError(f"task {self.name!r}: problem {p.get('task_id', '?')!r} lacks {missing}; "
-                                     f"HumanEval format has {', '.join(HUMANEVAL_FIELDS)}")
+        self.problems = self._checked_problems(problems)
         self.pass_k = tuple(sorted({int(k) for k in pass_k}))
         self.n_samples = int(n_samples)
         self.temperature = float(temperature)
@@ -121,27 +108,47 @@ class CodeTask(TextPairTask):
         self.max_pass_at_k_problems = max_pass_at_k_problems
         self.sandbox_options = dict(sandbox_options or {})
         self.sandbox_workers = max(1, int(sandbox_workers))
-        if self.n_samples < 0 or (self.pass_k and min(self.pass_k) < 1):
-            raise ValueError(f"task {self.name!r}: n_samples must be >= 0 and every k >= 1")
-        if self.wants_pass_at_k:
-            if max(self.pass_k) > self.n_samples:
-                raise ValueError(f"task {self.name!r}: pass@{max(self.pass_k)} needs n_samples >= "
-                                 f"{max(self.pass_k)}, got n_samples={self.n_samples}")
-            if not self.temperature > 0:
-                raise ValueError(f"task {self.name!r}: pass@k samples with temperature > 0, got {self.temperature}")
-            from transfer_probe.sandbox import CodeExecutionNotAllowed, code_execution_allowed
-
-            if not code_execution_allowed(allow_code_execution):
-                raise CodeExecutionNotAllowed(
-                    f"task {self.name!r} has tests, and pass@k runs model-generated code, which is untrusted, "
-                    "so it is off by default. Opt in with allow_code_execution=True or "
-                    "TRANSFER_PROBE_ALLOW_CODE_EXECUTION=1 (the code runs in transfer_probe.sandbox), or pass "
-                    "n_samples=0 to measure cross-entropy, exact match, BLEU and chrF without pass@k."
-                )
-            self._check_sandbox_options()
+        self._check_pass_at_k(allow_code_execution)
         # Resolved here and pickled with the task, so a worker process or Ray node that lacks the
         # environment variable honours the user's decision.
         self.allow_code_execution = self.wants_pass_at_k
+
+    def _checked_problems(self, problems: Sequence[Mapping[str, Any] | None] | None) -> list[dict[str, Any] | None]:
+        """One HumanEval-format problem (or ``None``) per test pair, each with what pass@k needs."""
+        problems = list(problems) if problems is not None else []
+        if problems and len(problems) < len(self.test_pairs):
+            raise ValueError(f"task {self.name!r}: {len(problems)} problems for {len(self.test_pairs)} test "
+                             "examples; give one problem (or None) per test example")
+        checked = [dict(p) if p is not None else None for p in problems[: len(self.test_pairs)]]
+        for p in checked:
+            if p is not None:
+                missing = [k for k in ("prompt", "test", "entry_point") if not p.get(k)]
+                if missing:
+                    raise ValueError(f"task {self.name!r}: problem {p.get('task_id', '?')!r} lacks {missing}; "
+                                     f"HumanEval format has {', '.join(HUMANEVAL_FIELDS)}")
+        return checked
+
+    def _check_pass_at_k(self, allow_code_execution: bool | None) -> None:
+        """The sampling settings, and, when pass@k will run, the opt-in and the sandbox."""
+        if self.n_samples < 0 or (self.pass_k and min(self.pass_k) < 1):
+            raise ValueError(f"task {self.name!r}: n_samples must be >= 0 and every k >= 1")
+        if not self.wants_pass_at_k:
+            return
+        if max(self.pass_k) > self.n_samples:
+            raise ValueError(f"task {self.name!r}: pass@{max(self.pass_k)} needs n_samples >= "
+                             f"{max(self.pass_k)}, got n_samples={self.n_samples}")
+        if not self.temperature > 0:
+            raise ValueError(f"task {self.name!r}: pass@k samples with temperature > 0, got {self.temperature}")
+        from transfer_probe.sandbox import CodeExecutionNotAllowed, code_execution_allowed
+
+        if not code_execution_allowed(allow_code_execution):
+            raise CodeExecutionNotAllowed(
+                f"task {self.name!r} has tests, and pass@k runs model-generated code, which is untrusted, "
+                "so it is off by default. Opt in with allow_code_execution=True or "
+                "TRANSFER_PROBE_ALLOW_CODE_EXECUTION=1 (the code runs in transfer_probe.sandbox), or pass "
+                "n_samples=0 to measure cross-entropy, exact match, BLEU and chrF without pass@k."
+            )
+        self._check_sandbox_options()
 
     def _check_sandbox_options(self) -> None:
         """Build the sandbox once now, so a typo or an isolation this machine lacks is an error at
@@ -200,48 +207,9 @@ class CodeTask(TextPairTask):
 
         >>> task = CodeTask.from_python_sources(finetune_sizes=[1000], max_test_examples=200)
         """
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-        default = paths is None
-        roots = [Path(sysconfig.get_paths()["stdlib"])] if default else (
-            [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths])
-        files: list[tuple[str, Path]] = []
-        for root in roots:
-            if not root.exists():
-                raise ValueError(f"python source path {str(root)!r} does not exist")
-            if root.is_file():
-                files.append((root.name, root))
-                continue
-            for f in sorted(root.rglob("*.py")):
-                rel = f.relative_to(root)
-                if default and any(part in _STDLIB_SKIP for part in rel.parts[:-1]):
-                    continue
-                if default and rel.name.startswith("test_"):
-                    continue
-                files.append((rel.as_posix(), f))
-        files.sort(key=lambda x: x[0])
-        seen: set[str] = set()
-        train: list[tuple[str, str]] = []
-        test: list[tuple[str, str]] = []
-        for rel, path in files:
-            try:
-                pairs = extract_functions(_read_source(path), max_body_lines=max_body_lines,
-                                          max_body_chars=max_body_chars, min_body_lines=min_body_lines,
-                                          methods=methods)
-            except (OSError, SyntaxError, UnicodeDecodeError, ValueError, RecursionError):
-                continue  # unreadable or not Python 3: skipped, like any file without functions
-            held_out = _file_fraction(rel) < test_fraction
-            for prompt, body in pairs:
-                key = _normalize_code(body)
-                if key in seen:
-                    continue
-                seen.add(key)
-                (test if held_out else train).append((prompt, body))
-        if not train or not test:
-            raise ValueError(
-                f"found {len(train)} train and {len(test)} test functions with docstrings in {len(files)} files "
-                f"under {[str(r) for r in roots]}; give more sources or change test_fraction={test_fraction}"
-            )
+        train, test, default = python_source_pairs(paths, test_fraction=test_fraction, max_body_lines=max_body_lines,
+                                                    max_body_chars=max_body_chars, min_body_lines=min_body_lines,
+                                                    methods=methods)
         if max_train_examples is not None:
             train = train[: int(max_train_examples)]
         kwargs.setdefault("n_samples", 0)  # extracted functions carry no tests
@@ -264,31 +232,7 @@ class CodeTask(TextPairTask):
         split by a hash of their ``task_id``: ``test_fraction`` of them are tested (with their
         tests), the rest are fine-tuning pairs.
         """
-        problems = _read_jsonl(path)
-        for i, p in enumerate(problems):
-            missing = [k for k in HUMANEVAL_FIELDS if k not in p]
-            if missing:
-                raise ValueError(f"{path}: line {i + 1} lacks {missing}; HumanEval format has "
-                                 f"{', '.join(HUMANEVAL_FIELDS)}")
-        if train is None:
-            tested = [p for p in problems if _file_fraction(str(p["task_id"])) < test_fraction]
-            train_pairs = [(p["prompt"], p["canonical_solution"]) for p in problems
-                           if _file_fraction(str(p["task_id"])) >= test_fraction]
-        else:
-            tested = problems
-            if isinstance(train, (str, os.PathLike)):
-                rows = _read_jsonl(train)
-                train_pairs = []
-                for i, r in enumerate(rows):
-                    target = r.get("canonical_solution", r.get("completion"))
-                    if "prompt" not in r or target is None:
-                        raise ValueError(f"{train}: line {i + 1} needs 'prompt' and 'canonical_solution' "
-                                         "(or 'completion')")
-                    train_pairs.append((r["prompt"], target))
-            else:
-                train_pairs = [(str(s), str(t)) for s, t in train]
-        if not tested:
-            raise ValueError(f"{path}: no problems left for testing (test_fraction={test_fraction})")
+        train_pairs, tested = humaneval_split(path, train, test_fraction=test_fraction)
         test_pairs = [(p["prompt"], p["canonical_solution"]) for p in tested]
         return cls(train_pairs, test_pairs, problems=tested, name=name or Path(str(path)).name.split(".")[0],
                    **kwargs)
@@ -399,112 +343,3 @@ def truncate_completion(text: str) -> str:
     """Cut a generated function body where a line starts at column 0 (the body is over)."""
     m = _END_OF_BODY.search(text)
     return text[: m.start() + 1] if m else text
-
-
-# ---------------------------------------------------------------------------------------------
-# Extraction from Python sources
-
-def extract_functions(source: str, *, max_body_lines: int = 30, max_body_chars: int = 1500,
-                      min_body_lines: int = 1, methods: bool = True) -> list[tuple[str, str]]:
-    """``(signature + docstring, body)`` pairs of the functions with docstrings in ``source``.
-
-    Both are dedented to the ``def`` line; the prompt ends after the docstring's line, the body is
-    the rest of the function. Decorators are left out; nested functions are not extracted on their
-    own; methods are when ``methods`` is true.
-
-    >>> extract_functions('def f(x):\\n    \"\"\"Add one.\"\"\"\\n    return x + 1\\n')
-    [('def f(x):\\n    \"\"\"Add one.\"\"\"\\n', '    return x + 1\\n')]
-    """
-    tree = ast.parse(source)
-    lines = source.splitlines(keepends=True)
-    out: list[tuple[str, str]] = []
-
-    def visit(body: list[ast.stmt], in_class: bool) -> None:
-        for node in body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (methods or not in_class):
-                pair = _function_pair(node, lines, max_body_lines, max_body_chars, min_body_lines)
-                if pair is not None:
-                    out.append(pair)
-            elif isinstance(node, ast.ClassDef) and methods:
-                visit(node.body, True)
-
-    visit(tree.body, False)
-    return out
-
-
-def _function_pair(node, lines, max_body_lines, max_body_chars, min_body_lines):
-    if not node.body or len(node.body) < 2:
-        return None  # no docstring, or nothing after it
-    doc = node.body[0]
-    if not (isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
-        return None
-    if doc.end_lineno is None or node.end_lineno is None:
-        return None
-    first_body = node.body[1]
-    if first_body.lineno <= doc.end_lineno:  # `"""doc"""; return x` on one line
-        return None
-    indent = len(lines[node.lineno - 1]) - len(lines[node.lineno - 1].lstrip())
-    prompt_lines = lines[node.lineno - 1: doc.end_lineno]
-    body_lines = lines[doc.end_lineno: node.end_lineno]
-    while body_lines and not body_lines[-1].strip():
-        body_lines.pop()
-    n_code = sum(1 for ln in body_lines if ln.strip() and not ln.strip().startswith("#"))
-    if n_code < min_body_lines or len(body_lines) > max_body_lines:
-        return None
-    try:
-        prompt = _dedent(prompt_lines, indent)
-        body = _dedent(body_lines, indent)
-    except ValueError:
-        return None  # inconsistent indentation (tabs mixed with spaces...)
-    if len(body) > max_body_chars or not body.strip():
-        return None
-    return prompt, body
-
-
-def _dedent(lines: list[str], indent: int) -> str:
-    out = []
-    for ln in lines:
-        if not ln.strip():
-            out.append("\n")
-            continue
-        if ln[:indent].strip():
-            raise ValueError("line less indented than its def")
-        out.append(ln[indent:])
-    text = "".join(out)
-    return text if text.endswith("\n") else text + "\n"
-
-
-def _read_source(path: Path) -> str:
-    with open(path, "rb") as fh:
-        data = fh.read()
-    # Honour PEP 263 coding cookies, as the interpreter would.
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
-    return data.decode(encoding)
-
-
-def _normalize_code(text: str) -> str:
-    return "\n".join(ln.rstrip() for ln in text.strip().splitlines())
-
-
-def _file_fraction(key: str) -> float:
-    """A number in [0, 1) fixed by ``key`` alone (the held-out split by file or task id)."""
-    return int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:12], 16) / float(1 << 48)
-
-
-def _read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    p = Path(path)
-    if not p.exists():
-        raise ValueError(f"file {str(p)!r} does not exist")
-    opener = gzip.open if p.suffix == ".gz" else open
-    rows = []
-    with opener(p, "rt", encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{p}: line {i + 1} is not JSON: {e}") from e
-    if not rows:
-        raise ValueError(f"{p} has no rows")
-    return rows
