@@ -44,11 +44,11 @@ def _probe_records(path):
 
 def test_inline_end_to_end_history_and_logs(tiny_gpt2, tiny_tokenizer, train_data, task, tmp_path, caplog,
                                             monkeypatch):
-    import transfer_probe.callback as cb_mod
+    import transfer_probe.loop as loop_mod
 
     reads = []
-    real_read = cb_mod.read_history
-    monkeypatch.setattr(cb_mod, "read_history", lambda *a, **k: reads.append(a) or real_read(*a, **k))
+    real_read = loop_mod.read_history
+    monkeypatch.setattr(loop_mod, "read_history", lambda *a, **k: reads.append(a) or real_read(*a, **k))
     spy = LogSpy()
     probe = TransferProbeCallback([task], every_tokens=3 * TOKENS_PER_STEP, finetune=quick_finetune(),
                                   seq_len=SEQ_LEN)

@@ -20,9 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from transfer_probe.run.probe import FinetuneConfig, ProbeJob
+from transfer_probe.run.probe import FinetuneConfig
 from transfer_probe.run.snapshot import Snapshot, count_parameters
-from transfer_probe.store.history import HistoryWriter
 
 logger = logging.getLogger("transfer_probe")
 
@@ -85,32 +84,33 @@ def probe_checkpoint_dirs(
     """
     from tqdm.auto import tqdm
 
-    from transfer_probe.run.probe import failed_record, run_probe
+    from transfer_probe.loop import ProbeLoop
 
-    config = config or FinetuneConfig()
-    task.validate()
+    # The callback's loop, driven by checkpoint folders: the same jobs, executor and records. Verdicts
+    # are the caller's (the CLI prints them); the folders are the user's and are never released.
+    loop = ProbeLoop([task], finetune=config or FinetuneConfig(), repeats=repeats, baseline=False,
+                     keep_snapshots=True, run_id=run_id or f"posthoc-{uuid.uuid4().hex[:8]}", verdicts=False,
+                     log_records=False)
     snaps = sorted((checkpoint_snapshot(p, tokens_per_step) for p in paths), key=lambda s: s.tokens)
     if baseline:
         snaps.insert(0, replace(snaps[0], tokens=0, step=0, pretrained=False))
-    run_id = run_id or f"posthoc-{uuid.uuid4().hex[:8]}"
-    writer = HistoryWriter(output)
-    jobs = [ProbeJob(snapshot=s, task=task, finetune_size=df, config=config, repeat=r, run_id=run_id,
-                     extra={"checkpoint": str(Path(s.path).resolve()) if s.pretrained else None})
-            for s in snaps for df in task.finetune_sizes for r in range(repeats)]
+    output = Path(output)
+    loop.start(output.parent, history=output, read=False, snapshots=False)
+    jobs = [job for s in snaps for job in loop.jobs(
+        s, extra={"checkpoint": str(Path(s.path).resolve()) if s.pretrained else None})]
     records = []
     for job in tqdm(jobs, desc="probing", unit="probe", disable=not progress):
-        try:
-            record = run_probe(job)
-        except Exception as err:  # one bad checkpoint must not lose the others' results
-            record = failed_record(job, err)
-            if on_record is None:
+        loop.submit_jobs([job])  # one at a time: each record is shown as soon as it is written
+        for record in (o.record for o in loop.collect(job.snapshot.step) if o.kind == "record"):
+            records.append(record)
+            if on_record is not None:
+                on_record(record)
+            elif record.get("status") != "ok":  # one bad checkpoint must not lose the others' results
                 logger.warning("transfer_probe | probe of %s failed: %s", job.snapshot.path, record.get("error"))
-        records.append(writer.append(record))
-        if on_record is not None:
-            on_record(records[-1])
-    if not writer.flush():  # the writer held them (disk full, read-only): say so, never "appended"
-        n = len(writer.held)
-        writer.close()  # logs them as JSON lines
+    records += [o.record for o in loop.finish() if o.kind == "record"]
+    if loop.unwritten:  # the writer held them (disk full, read-only): say so, never "appended"
+        n = len(loop.unwritten)
+        loop.executor.history.close()  # logs them as JSON lines
         raise ValueError(f"{n} probe record(s) could not be written to {output}; they are in the log above")
     return records
 
