@@ -70,6 +70,14 @@ def test_the_fitting_core_knows_no_trainer(mod):
     assert not heavy and not up, f"{mod} imports {heavy + up}"
 
 
+@pytest.mark.parametrize("mod", ["transfer_probe.loop", "transfer_probe.loop_setup", "transfer_probe.loop_verdicts"])
+def test_the_loop_knows_no_trainer(mod):
+    # the callback and posthoc drive the loop; it never reaches back to a Trainer or to them
+    bad = sorted(d for d in GRAPH[mod] if d.split(".")[0] == "transformers"
+                 or d in ("transfer_probe.callback", "transfer_probe.posthoc", "transfer_probe.cli"))
+    assert not bad, f"{mod} imports {bad}"
+
+
 @pytest.mark.parametrize("mod", _matching(("transfer_probe.store", "transfer_probe.text")))
 def test_the_store_and_the_words_know_no_laws(mod):
     bad = sorted(d for d in _project(GRAPH[mod]) if d.split(".")[1] in
@@ -81,6 +89,7 @@ def test_nothing_below_imports_the_entry_points():
     # the callback is the public facade's; cli/demo/report sit at the top
     allowed = {"transfer_probe.callback": {"transfer_probe", "transfer_probe.demo"},
                "transfer_probe.cli": set(),
+               "transfer_probe.loop": {"transfer_probe.callback", "transfer_probe.posthoc"},
                "transfer_probe.demo": {"transfer_probe.cli"},
                "transfer_probe.report": {"transfer_probe.cli", "transfer_probe.demo"}}
     for target, who in allowed.items():
