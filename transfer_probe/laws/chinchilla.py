@@ -35,6 +35,7 @@ class ChinchillaLaw(_Law):
     more_points_hint = "add runs of other model sizes and lengths"
     param_names = ("E", "A", "B", "alpha", "beta")
     internal_names = ("e", "a", "b", "alpha", "beta")
+    public_exprs = {"E": "exp(e)", "A": "exp(min(a, 709.0))", "B": "exp(min(b, 709.0))"}
     huber_delta = 1e-3
     ndim = 2
     direction = -1
@@ -85,10 +86,6 @@ class ChinchillaLaw(_Law):
                                       np.arange(0.0, 25.1, 5.0), np.arange(0.0, 2.01, 0.5),
                                       np.arange(0.0, 2.01, 0.5), indexing="ij")
         return np.column_stack([e.ravel(), a.ravel(), b.ravel(), al.ravel(), be.ravel()])
-
-    def _public(self, theta, ref):
-        e, a, b, al, be = (float(v) for v in theta)
-        return {"E": math.exp(e), "A": math.exp(min(a, 709.0)), "B": math.exp(min(b, 709.0)), "alpha": al, "beta": be}
 
     def _span_problems(self, X) -> list[str]:
         out = []

@@ -1,5 +1,6 @@
 """The fitting engine shared by every law: :class:`_Law` (reparameterized least squares with a Huber
-loss on log values, starts, covariance or bootstrap, the honesty checks) and its options."""
+loss on log values, starts, covariance or bootstrap, the honesty checks) and its options. The
+objective and the optimizer are in :mod:`transfer_probe.laws.optimize`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 
 import lmfit
 import numpy as np
+from uncertainties import covariance_matrix
 
+from transfer_probe.laws.optimize import _Problem, explore, huber_cost, least_squares_fit, least_squares_kws
 from transfer_probe.laws.result import FitResult
 
 _DEFAULTS: dict[str, Any] = {
@@ -18,85 +21,29 @@ _DEFAULTS: dict[str, Any] = {
     "max_log_halfwidth": math.log(2.0),  # 90% parameter band at 2 x max(x) wider than x2 / /2: "explodes"
     "uncertainty": "auto",  # "auto" | "covariance" | "bootstrap"
     "n_bootstrap": 200,
-    "n_starts": 3,  # grid candidates polished
+    "n_starts": 3,  # grid candidates explored
     "seed": 0,
     # with measured errors, the residual scale tau^2 (reduced chi-square) is floored here: 1.0 trusts
     # the errors as a lower bound on the noise; 0.0 lets the scatter decide, as lmfit's scale_covar does
     "min_noise_scale": 0.0,
 }
 
-
-# --------------------------------------------------------------------------------------------------
-# the fitting engine shared by all laws
-# --------------------------------------------------------------------------------------------------
-
-
-def _huber_cost(r: np.ndarray, delta: float | None) -> np.ndarray:
-    """Huber cost summed over the last axis, as least_squares(loss='huber', f_scale=delta) defines it."""
-    if delta is None:
-        return np.sum(r * r, axis=-1)
-    a = np.abs(r)
-    return np.sum(np.where(a <= delta, r * r, 2 * delta * a - delta * delta), axis=-1)
-
-
-def _lm_fit(resid, jac, theta0, lo, hi, f_scale, max_iter=100, tol=1e-8):
-    """Projected Levenberg-Marquardt on the Huber objective by iteratively reweighted least squares.
-
-    A few dozen numpy operations per step: far cheaper than a scipy call for 3-5 parameters, which
-    is what lets every fit try several starts. lmfit then polishes the winner (and confirms it).
-    Returns (theta, cost, converged).
-    """
-    th = np.array(theta0, dtype=float)
-    with np.errstate(all="ignore"):
-        r = resid(th)
-        cost = float(_huber_cost(r, f_scale))
-        if not np.isfinite(cost):
-            return th, math.inf, False
-        lam = 1e-3
-        p = th.shape[0]
-        for _ in range(max_iter):
-            J = jac(th)
-            if f_scale is None:
-                w = np.ones_like(r)
-            else:
-                a = np.abs(r)
-                w = np.where(a <= f_scale, 1.0, f_scale / np.maximum(a, 1e-300))
-            Jw = J * w[:, None]
-            H = J.T @ Jw
-            g = Jw.T @ r
-            dH = np.diag(H).copy()
-            dH[dH <= 0] = 1e-12
-            improved = False
-            for _ in range(12):
-                try:
-                    step = np.linalg.solve(H + lam * np.diag(dH) + 1e-14 * np.eye(p), -g)
-                except np.linalg.LinAlgError:
-                    lam *= 10
-                    continue
-                tn = np.clip(th + step, lo, hi)
-                rn = resid(tn)
-                cn = float(_huber_cost(rn, f_scale))
-                if np.isfinite(cn) and cn < cost:
-                    improved = True
-                    break
-                lam *= 10
-            if not improved:
-                return th, cost, True
-            rel = (cost - cn) / max(cost, 1e-300)
-            th, r, cost = tn, rn, cn
-            lam = max(lam / 10, 1e-9)
-            if rel < tol or np.max(np.abs(step)) < 1e-12:
-                return th, cost, True
-    return th, cost, False
+_huber_cost = huber_cost  # the name benchmarks and older callers use
 
 
 class _Law:
-    """Base class: a law is a log-space model ``log f(theta; X)`` with an internal parameterization."""
+    """Base class: a law is a log-space model ``log f(theta; X)`` with an internal parameterization.
+
+    ``public_exprs`` writes each reported parameter as an lmfit constraint expression in the internal
+    parameters and the reference constants (``log_x0``); lmfit evaluates them and propagates the
+    covariance to their errors (``Parameters.create_uvars``). A name missing from it is an internal one.
+    """
 
     name = ""
     formula = ""
     param_names: tuple[str, ...] = ()
     internal_names: tuple[str, ...] = ()
+    public_exprs: dict[str, str] = {}
     huber_delta: float | None = 0.1
     ndim = 1  # 2 for laws of two inputs
     direction = +1  # +1: rises with x (scores), -1: falls (losses)
@@ -140,8 +87,9 @@ class _Law:
     def _bounds(self, X, y, ref) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _public(self, theta, ref) -> dict[str, float]:
-        raise NotImplementedError
+    def _constants(self, ref) -> dict[str, float]:
+        """Fixed values the public expressions may use besides the internal parameters."""
+        return dict(ref)
 
     def _span_problems(self, X) -> list[str]:
         lo, hi = float(np.min(X)), float(np.max(X))
@@ -183,7 +131,7 @@ class _Law:
             s = s[keep]
         return X, y, s, notes
 
-    # ---- fitting
+    # ---- fitting, in steps: points -> problem -> optimum -> uncertainty -> result
     def fit(self, x, y, sigma=None, **options) -> FitResult:
         """Fit the law to points ``(x, y)``; ``sigma`` are optional per-point standard errors of ``y``.
 
@@ -195,136 +143,146 @@ class _Law:
         """
         if options:
             return type(self)(**{**self.options, **options}).fit(x, y, sigma)
+        P = self._problem(x, y, sigma)
+        if isinstance(P, FitResult):
+            return P
+        problems = self._span_problems(P.X)
+        theta, lm = self._optimize(P)
+        if theta is None:
+            return self._failed(P.X, P.y, P.notes, "the optimizer found no finite solution from any starting point; "
+                                                   "check that y is positive and moves with x")
+        if not (lm is not None and lm.success and np.all(np.isfinite(theta))):
+            problems.append("the optimizer did not converge; add points or check the data for outliers")
+        res = self._result(P, theta, lm, problems)
+        self._check_explosion(res, P, problems)
+        if problems:
+            res.ok = False
+            res.why = "; ".join(problems)
+        return res
+
+    def _problem(self, x, y, sigma) -> _Problem | FitResult:
+        """Validated points on a log scale (values <= 0 dropped or raised), or the failed result."""
         X, y, s_abs, notes = self._validate(x, y, sigma)
-        n, p = y.shape[0], len(self.internal_names)
         if not self.direction and np.any(y <= 0):
             keep = y > 0
             notes.append(f"{int((~keep).sum())} value(s) <= 0 dropped: the law is fitted on log y")
             X, y = X[..., keep], y[keep]
             s_abs = s_abs[keep] if s_abs is not None else None
-            n = y.shape[0]
         if self.direction and np.any(y <= 0):
-            floor = max(1e-2 * float(np.max(y)), 1e-6) if np.any(y > 0) else None
-            if floor is None:
+            if not np.any(y > 0):
                 return self._failed(X, y, notes, "every y value is <= 0; nothing to fit on a log scale")
+            floor = max(1e-2 * float(np.max(y)), 1e-6)
             notes.append(f"{int((y <= 0).sum())} value(s) <= 0 raised to {floor:.3g} to take logs")
             y = np.maximum(y, floor)
-        problems: list[str] = []
+        n, p = y.shape[0], len(self.internal_names)
         if n < p + 1:
             return self._failed(X, y, notes, f"only {n} point(s); the {self.name} law has {p} parameters and needs at "
                                              f"least {p + 1} ({self.more_points_hint})")
-        problems += self._span_problems(X)
         ref = self._prepare(X, y)
-        ly = np.log(y)
-        weighted = s_abs is not None
-        s = s_abs / y if weighted else np.ones(n)  # relative error = sd of log y
+        s = s_abs / y if s_abs is not None else np.ones(n)  # relative error = sd of log y
         delta = self.options["huber_delta"]
-        f_scale = None if delta is None else delta / float(np.median(s))
         lo, hi = self._bounds(X, y, ref)
+        return _Problem(self, X, y, s_abs, notes, ref, np.log(y), s, lo, hi,
+                        None if delta is None else delta / float(np.median(s)))
 
-        def resid(theta):
-            return (self._logf(theta, X, ref) - ly) / s
-
-        def jac(theta):
-            return self._grad(theta, X, ref) / s[:, None]
-
-        # 1) grid / data-driven starts, scored in one vectorized pass
-        starts = np.clip(self._starts(X, y, ref), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+    def _optimize(self, P: _Problem):
+        """Every start scored at once; a few projected steps from the best ``n_starts``, the winner's
+        run on to convergence, then least_squares through lmfit from there (kept when it is no worse).
+        Returns ``(theta, MinimizerResult)``."""
+        lo, hi = P.lo, P.hi
+        starts = np.clip(self._starts(P.X, P.y, P.ref), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
         with np.errstate(all="ignore"):
-            R = (self._logf(starts, X, ref) - ly) / s
-            cost = _huber_cost(R, f_scale)
+            cost = huber_cost((self._logf(starts, P.X, P.ref) - P.ly) / P.s, P.f_scale)
         cost = np.where(np.isfinite(cost), cost, np.inf)
-        order = np.argsort(cost)[: self.options["n_starts"]]
-        # 2) a short run from each of the best few candidates, then the leader runs to convergence
         best, best_cost = None, np.inf
+        order = np.argsort(cost)[: self.options["n_starts"]]
         for i in order:
             if not np.isfinite(cost[i]):
                 continue
-            th, c, _ = _lm_fit(resid, jac, starts[i], lo, hi, f_scale, max_iter=12 if len(order) > 1 else 100)
+            th, c = explore(P.resid, P.jac, starts[i], lo, hi, P.f_scale, steps=12 if len(order) > 1 else 100)
             if np.isfinite(c) and c < best_cost:
                 best, best_cost = th, c
-        if best is not None and len(order) > 1:
-            best, best_cost, _ = _lm_fit(resid, jac, best, lo, hi, f_scale)
         if best is None:
-            return self._failed(X, y, notes, "the optimizer found no finite solution from any starting point; "
-                                             "check that y is positive and moves with x")
-        # 3) final polish through lmfit: named, bounded parameters and a MinimizerResult to keep
-        lm = self._lmfit_polish(best, lo, hi, resid, jac, f_scale)
-        theta = best
-        converged = lm is not None and lm.success
+            return None, None
+        if len(order) > 1:  # projected steps land a parameter exactly on its bound, which trf never does
+            best, best_cost = explore(P.resid, P.jac, best, lo, hi, P.f_scale, steps=100)
+        lm = self._lmfit_minimize(best, P)
         if lm is not None:
             t_lm = np.array([lm.params[k].value for k in self.internal_names])
-            if np.all(np.isfinite(t_lm)) and _huber_cost(resid(t_lm), f_scale) <= best_cost:
-                theta = t_lm
-        converged = converged and bool(np.all(np.isfinite(theta)))
-        if not converged:
-            problems.append("the optimizer did not converge; add points or check the data for outliers")
+            if np.all(np.isfinite(t_lm)) and huber_cost(P.resid(t_lm), P.f_scale) <= best_cost:
+                return t_lm, lm
+        return best, lm
 
-        r = resid(theta)
-        dof = n - p
-        tau2 = float(np.sum(r * r) / dof) if dof > 0 else math.nan
-        if weighted:
-            # option: let measured errors bound the noise from below (a run of lucky points cannot shrink it)
-            tau2 = max(tau2, self.options["min_noise_scale"])
-        # parameters at a bound
-        span = hi - lo
+    def _lmfit_minimize(self, theta, P: _Problem):
+        params = lmfit.Parameters()
         for j, name in enumerate(self.internal_names):
-            for side, b in (("min", lo[j]), ("max", hi[j])):
-                if np.isfinite(b) and abs(theta[j] - b) <= 1e-6 * max(1.0, abs(span[j]) if np.isfinite(span[j]) else 1.0):
-                    if (name, side) in self.bound_ok:
-                        notes.append(self._bound_note(name, side))
-                    else:
-                        problems.append(self._bound_problem(name, side, b))
-        # covariance from the raw Jacobian (see module docstring)
-        J = jac(theta)
-        at_bound = [j for j, name in enumerate(self.internal_names) if any(
-            abs(theta[j] - b) <= 1e-6 * max(1.0, abs(span[j])) for b in (lo[j], hi[j]) if np.isfinite(b))]
-        cov = self._covariance(J, tau2, at_bound)
-        mode = self.options["uncertainty"]
-        boot = None
-        if mode == "bootstrap" or (mode == "auto" and (cov is None or self._prefers_bootstrap())):
-            boot = self._bootstrap(X, ly, s, theta, lo, hi, f_scale, ref)
+            params.add(name, value=float(np.clip(theta[j], P.lo[j], P.hi[j])), min=float(P.lo[j]), max=float(P.hi[j]))
+        names = self.internal_names
+
+        def f(pars):
+            return P.resid(np.array([pars[k].value for k in names]))
+
+        def jf(pars):
+            return P.jac(np.array([pars[k].value for k in names]))
+
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                return lmfit.minimize(f, params, method="least_squares", jac=jf, nan_policy="omit", max_nfev=400,
+                                      **least_squares_kws(P.f_scale))
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+
+    def _result(self, P: _Problem, theta, lm, problems: list[str]) -> FitResult:
+        """Residual scale, bound checks, covariance or bootstrap, public parameters: the FitResult."""
+        r = P.resid(theta)
+        n, dof = P.n, P.n - len(theta)
+        tau2 = float(np.sum(r * r) / dof) if dof > 0 else math.nan
+        weighted = P.s_abs is not None
+        if weighted:  # option: measured errors bound the noise from below (lucky points cannot shrink it)
+            tau2 = max(tau2, self.options["min_noise_scale"])
+        hits = P.at_bound(theta)
+        for j, side, b in hits:
+            name = self.internal_names[j]
+            if (name, side) in self.bound_ok:
+                P.notes.append(self._bound_note(name, side))
+            else:
+                problems.append(self._bound_problem(name, side, b))
+        cov = self._covariance(P.jac(theta), tau2, sorted({j for j, _, _ in hits}))
+        mode, boot = self.options["uncertainty"], None
+        by_bootstrap = mode == "bootstrap" or (mode == "auto" and (cov is None or self._prefers_bootstrap()))
+        if by_bootstrap:
+            boot = self._bootstrap(P, theta)
             if boot is None:
                 problems.append("the bootstrap refits failed; the parameters are not identified by these points")
-            uncertainty = "bootstrap"
-        else:
-            uncertainty = "covariance"
-            if cov is None:
-                problems.append("the parameters are not identified (singular covariance): the points do not pin "
-                                "down every parameter; add points over a wider range of x")
-        if boot is not None:
-            cov_int = np.cov(boot, rowvar=False) if len(boot) > 1 else None
-        else:
-            cov_int = cov
-        s_new = float(np.median(s)) if weighted else 1.0
-        public = self._public(theta, ref)
-        stderr, correl = self._public_uncertainty(theta, ref, cov_int)
-        res = FitResult(
-            law=self.name, params=public, stderr=stderr, ok=True, why="", n_points=n,
-            x_range=self._x_range(X), notes=notes, correl=correl,
-            noise=math.sqrt(tau2) * (float(np.median(s)) if weighted else 1.0) if math.isfinite(tau2) else math.nan,
-            dof=dof, uncertainty=uncertainty, weighted=weighted, huber_delta=delta, lmfit_result=lm,
-            _law=self, _theta=theta, _cov=cov if boot is None else None, _boot=boot, _tau2=tau2, _s_new=s_new,
-            _sigma_new=float(np.median(s_abs)) if weighted else math.nan,
-            _sigma_y=math.sqrt(float(np.sum((y - np.exp(self._logf(theta, X, ref))) ** 2)) / dof) if dof > 0 else math.nan,
-            _ref=ref,
-        )
-        # does the parameter band explode just beyond the data?
-        if not problems and math.isfinite(tau2):
-            xe = self._explode_x(X)
-            with np.errstate(all="ignore"):
-                _, hw, _ = res._bands(xe, 0.9, noise=False)
-            limit = self.options["max_log_halfwidth"]
-            if not np.all(np.isfinite(hw)) or np.any(hw > limit):
-                w = float(np.nanmax(hw)) if np.any(np.isfinite(hw)) else math.inf
-                problems.append(
-                    f"the 90% band of the curve at 2x the largest x spans a factor {math.exp(w):.3g} either way "
-                    f"(limit {math.exp(limit):.3g}): the {n} points do not identify the law; add points at larger x "
-                    f"or repeats to cut the noise")
-        if problems:
-            res.ok = False
-            res.why = "; ".join(problems)
-        return res
+        elif cov is None:
+            problems.append("the parameters are not identified (singular covariance): the points do not pin "
+                            "down every parameter; add points over a wider range of x")
+        cov_int = cov if boot is None else (np.cov(boot, rowvar=False) if len(boot) > 1 else None)
+        public, stderr, correl = self._public_uncertainty(theta, P.ref, cov_int)
+        s_med = float(np.median(P.s)) if weighted else 1.0
+        sigma_y = float(np.sum((P.y - np.exp(self._logf(theta, P.X, P.ref))) ** 2)) / dof if dof > 0 else math.nan
+        return FitResult(
+            law=self.name, params=public, stderr=stderr, ok=True, why="", n_points=n, x_range=self._x_range(P.X),
+            notes=P.notes, correl=correl, noise=math.sqrt(tau2) * s_med if math.isfinite(tau2) else math.nan,
+            dof=dof, uncertainty="bootstrap" if by_bootstrap else "covariance",
+            weighted=weighted, huber_delta=self.options["huber_delta"], lmfit_result=lm, _law=self, _theta=theta,
+            _cov=cov if boot is None else None, _boot=boot, _tau2=tau2, _s_new=s_med,
+            _sigma_new=float(np.median(P.s_abs)) if weighted else math.nan, _sigma_y=math.sqrt(sigma_y), _ref=P.ref)
+
+    def _check_explosion(self, res: FitResult, P: _Problem, problems: list[str]) -> None:
+        """Does the parameter band explode just beyond the data? (Only asked of an otherwise sound fit.)"""
+        if problems or not math.isfinite(res._tau2):
+            return
+        with np.errstate(all="ignore"):
+            _, hw, _ = res._bands(self._explode_x(P.X), 0.9, noise=False)
+        limit = self.options["max_log_halfwidth"]
+        if not np.all(np.isfinite(hw)) or np.any(hw > limit):
+            w = float(np.nanmax(hw)) if np.any(np.isfinite(hw)) else math.inf
+            problems.append(
+                f"the 90% band of the curve at 2x the largest x spans a factor {math.exp(w):.3g} either way "
+                f"(limit {math.exp(limit):.3g}): the {P.n} points do not identify the law; add points at larger x "
+                f"or repeats to cut the noise")
 
     def _prefers_bootstrap(self) -> bool:
         return False
@@ -340,38 +298,16 @@ class _Law:
         return (f"parameter {name} ran to its {'lower' if side == 'min' else 'upper'} bound {b:g}: the data do not "
                 f"identify it (add points over a wider range of x)")
 
-    def _lmfit_polish(self, theta, lo, hi, resid, jac, f_scale):
-        params = lmfit.Parameters()
-        for j, name in enumerate(self.internal_names):
-            v = float(np.clip(theta[j], lo[j], hi[j]))
-            params.add(name, value=v, min=float(lo[j]), max=float(hi[j]))
-        names = self.internal_names
-
-        def f(pars):
-            return resid(np.array([pars[k].value for k in names]))
-
-        def jf(pars):
-            return jac(np.array([pars[k].value for k in names]))
-
-        kws = {"loss": "huber", "f_scale": f_scale} if f_scale is not None else {}
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                return lmfit.minimize(f, params, method="least_squares", jac=jf, nan_policy="omit", max_nfev=400,
-                                      **kws)
-        except (ValueError, np.linalg.LinAlgError):
-            return None
-
     def _covariance(self, J, tau2, at_bound) -> np.ndarray | None:
+        """``tau2 (J^T J)^-1`` from the raw Jacobian (see the package docstring); parameters at a bound
+        are held fixed (no variance; the fit is flagged anyway)."""
         if not math.isfinite(tau2) or not np.all(np.isfinite(J)):
             return None
-        H = J.T @ J
-        p = H.shape[0]
-        # a parameter at its bound is held fixed: it gets no variance (the fit is flagged anyway)
+        p = J.shape[1]
         free = [j for j in range(p) if j not in at_bound]
         if not free:
             return np.zeros((p, p))
-        Hf = H[np.ix_(free, free)]
+        Hf = (J.T @ J)[np.ix_(free, free)]
         if not np.all(np.isfinite(Hf)) or np.linalg.cond(Hf) > 1e14:
             return None
         try:
@@ -384,53 +320,60 @@ class _Law:
         C[np.ix_(free, free)] = Cf
         return C
 
-    def _bootstrap(self, X, ly, s, theta, lo, hi, f_scale, ref) -> np.ndarray | None:
-        """Parameter samples: pairs bootstrap when there are many points, residual bootstrap otherwise."""
+    def _bootstrap(self, P: _Problem, theta) -> np.ndarray | None:
+        """Parameter samples: pairs bootstrap when there are many points, residual bootstrap otherwise;
+        each refit is the main fit's least_squares, started at the fitted parameters."""
         rng = np.random.default_rng(self.options["seed"])
-        n = ly.shape[0]
-        B = int(self.options["n_bootstrap"])
-        fitted = self._logf(theta, X, ref)
-        r = (ly - fitted) / s
+        n, B = P.n, int(self.options["n_bootstrap"])
+        fitted = self._logf(theta, P.X, P.ref)
+        r = (P.ly - fitted) / P.s
         r = r - np.mean(r)
-        pairs = n >= 30
         out = []
         for _ in range(B):
-            if pairs:
+            if n >= 30:  # pairs
                 idx = rng.integers(0, n, n)
-                Xb, lyb, sb = X[..., idx], ly[idx], s[idx]
+                Xb, lyb, sb = P.X[..., idx], P.ly[idx], P.s[idx]
             else:
-                Xb, sb = X, s
-                lyb = fitted + s * r[rng.integers(0, n, n)] * math.sqrt(n / max(n - len(theta), 1))
-
-            def resid(t, Xb=Xb, lyb=lyb, sb=sb):
-                return (self._logf(t, Xb, ref) - lyb) / sb
-
-            def jac(t, Xb=Xb, sb=sb):
-                return self._grad(t, Xb, ref) / sb[:, None]
-
-            tb, cb, conv = _lm_fit(resid, jac, theta, lo, hi, f_scale, max_iter=100, tol=1e-9)
+                Xb, sb = P.X, P.s
+                lyb = fitted + P.s * r[rng.integers(0, n, n)] * math.sqrt(n / max(n - len(theta), 1))
+            tb, cb, _ = least_squares_fit(lambda t, Xb=Xb, lyb=lyb, sb=sb: P.resid(t, Xb, lyb, sb),
+                                          lambda t, Xb=Xb, sb=sb: P.jac(t, Xb, sb), theta, P.lo, P.hi, P.f_scale)
             if np.isfinite(cb) and np.all(np.isfinite(tb)):
                 out.append(tb)
         if len(out) < max(10, B // 2):
             return None
         return np.array(out)
 
-    def _public_uncertainty(self, theta, ref, cov) -> tuple[dict, dict]:
+    def _lmfit_params(self, theta, ref) -> lmfit.Parameters:
+        """The internal parameters (varied), the reference constants (fixed) and the public ones
+        (``public_exprs``), as lmfit parameters: lmfit evaluates the public values and errors."""
+        pars = lmfit.Parameters()
+        for j, name in enumerate(self.internal_names):
+            pars.add(name, value=float(theta[j]))
+        for name, v in self._constants(ref).items():
+            if name not in pars:
+                pars.add(name, value=float(v), vary=False)
+        for name in self.param_names:
+            if name not in pars:
+                pars.add(name, expr=self.public_exprs[name])
+        return pars
+
+    def _public(self, theta, ref) -> dict[str, float]:
+        with np.errstate(all="ignore"):
+            pars = self._lmfit_params(theta, ref)
+        return {k: float(pars[k].value) for k in self.param_names}
+
+    def _public_uncertainty(self, theta, ref, cov) -> tuple[dict, dict, dict]:
+        """Public values, standard errors and correlations, propagated by lmfit from the internal
+        covariance ``cov`` (NaN errors and no correlations without one)."""
         names = list(self.param_names)
-        base = self._public(theta, ref)
-        if cov is None:
-            return {k: math.nan for k in names}, {}
-        # Jacobian of the public parameters wrt the internal ones (central differences)
-        p = len(theta)
-        T = np.zeros((len(names), p))
-        for j in range(p):
-            h = 1e-6 * max(1.0, abs(theta[j]))
-            tp, tm = theta.copy(), theta.copy()
-            tp[j] += h
-            tm[j] -= h
-            fp, fm = self._public(tp, ref), self._public(tm, ref)
-            T[:, j] = [(fp[k] - fm[k]) / (2 * h) for k in names]
-        C = T @ cov @ T.T
+        with np.errstate(all="ignore"):
+            pars = self._lmfit_params(theta, ref)
+            public = {k: float(pars[k].value) for k in names}
+            if cov is None:
+                return public, {k: math.nan for k in names}, {}
+            uv = pars.create_uvars(covar=cov)
+            C = np.array(covariance_matrix([uv[k] for k in names]), dtype=float)
         se = np.sqrt(np.maximum(np.diag(C), 0.0))
         stderr = {k: float(se[i]) for i, k in enumerate(names)}
         correl = {}
@@ -438,8 +381,7 @@ class _Law:
             for j in range(i + 1, len(names)):
                 d = se[i] * se[j]
                 correl[f"{names[i]}, {names[j]}"] = float(C[i, j] / d) if d > 0 else math.nan
-        del base
-        return stderr, correl
+        return public, stderr, correl
 
     def _failed(self, X, y, notes, why) -> FitResult:
         nan = {k: math.nan for k in self.param_names}

@@ -11,6 +11,7 @@ from typing import Any
 import lmfit
 import numpy as np
 from scipy import stats
+from scipy.optimize import brentq
 
 from transfer_probe.jsonable import to_json
 
@@ -203,14 +204,16 @@ class FitResult:
         grid = np.geomspace(lo_x, hi_x * 1e12, 1200)
         logf, hw, _ = self._bands(grid[None, :] if law.ndim == 2 else grid, interval, noise=False)
         ly = math.log(y) if y > 0 else -math.inf
-        if law.direction > 0:
-            optimistic, pessimistic = logf + hw, logf - hw
-            low = _first_crossing(grid, optimistic - ly)
-            high = _first_crossing(grid, pessimistic - ly)
-        else:
-            optimistic, pessimistic = logf - hw, logf + hw
-            low = _first_crossing(grid, ly - optimistic)
-            high = _first_crossing(grid, ly - pessimistic)
+        d = law.direction  # the optimistic edge is above the curve for a rising score, below for a loss
+
+        def gap(edge):  # edge's distance past the target at log x (the grid's formula at one point)
+            def f(lx):
+                lf, h, _ = self._bands(np.array([math.exp(lx)]), interval, noise=False)
+                return float(d * (lf[0] + edge * d * h[0]) - d * ly)
+            return f
+
+        low = _first_crossing(grid, d * (logf + d * hw) - d * ly, gap(+1))
+        high = _first_crossing(grid, d * (logf - d * hw) - d * ly, gap(-1))
         low = min(low, tokens)
         high = max(high, tokens)
         return Inverse(tokens, low, high, "ok", "", y, interval)
@@ -346,19 +349,22 @@ def _fmt_range(r) -> str:
     return f"{lo:.3g} to {hi:.3g}"
 
 
-def _first_crossing(grid: np.ndarray, d: np.ndarray) -> float:
-    """First grid x (log-interpolated) where d goes from < 0 to >= 0; grid[0] if d[0] >= 0; inf if never."""
+def _first_crossing(grid: np.ndarray, d: np.ndarray, f=None) -> float:
+    """First x where ``d`` (sampled on ``grid``) goes from < 0 to >= 0: ``grid[0]`` if ``d[0] >= 0``, inf if
+    never. The grid brackets the first crossing; ``brentq`` on ``f`` (the same difference at any
+    ``log x``) finds it exactly. Without ``f`` (or a bracket brentq refuses), the grid point after it."""
     ok = np.isfinite(d) & (d >= 0)
     if not ok.any():
         return math.inf
     i = int(np.argmax(ok))
     if i == 0:
         return float(grid[0])
-    d0, d1 = d[i - 1], d[i]
-    if not np.isfinite(d0) or d1 == d0:
+    if f is None or not np.isfinite(d[i - 1]):
         return float(grid[i])
-    w = -d0 / (d1 - d0)
-    return float(math.exp(math.log(grid[i - 1]) + w * (math.log(grid[i]) - math.log(grid[i - 1]))))
+    try:
+        return math.exp(brentq(f, math.log(grid[i - 1]), math.log(grid[i]), xtol=1e-12))
+    except ValueError:  # the point evaluation disagrees in sign with the grid's at an end (rounding)
+        return float(grid[i])
 
 
 @functools.lru_cache(maxsize=256)

@@ -66,6 +66,8 @@ class LogLaw(_TokenLaw):
     }
     param_names = ("A", "alpha", "beta")
     internal_names = ("log_g", "h", "beta")
+    # c = exp(log_g / beta) is log(A D0^alpha), the law's log term at D0; A can be astronomically small
+    public_exprs = {"A": "exp(exp(log_g / beta) - h * exp(log_g / beta) * log_x0)", "alpha": "h * exp(log_g / beta)"}
     huber_delta = 0.1
     direction = +1
     invertible = True
@@ -104,13 +106,6 @@ class LogLaw(_TokenLaw):
         lg, h, beta = (float(v) for v in theta)
         c = math.exp(lg / beta)  # log(A D0^alpha): the law's log term at D0
         return c, h * c, beta
-
-    def _public(self, theta, ref):
-        c, alpha, beta = self._literal(theta)
-        # c = log A + alpha * log x0; A itself can be astronomically small, so it is computed in logs
-        la = c - alpha * ref["log_x0"]
-        return {"A": math.exp(la) if -745 < la < 709 else (0.0 if la <= -745 else math.inf), "alpha": alpha,
-                "beta": beta}
 
     def _inverse_mean(self, theta, y, ref) -> tuple[float, str]:
         c, alpha, beta = self._literal(theta)
@@ -151,6 +146,8 @@ class PowerLaw(_TokenLaw):
     }
     param_names = ("E", "A", "alpha")
     internal_names = ("E", "a", "alpha")
+    # exp(a) * (D/D0)^-alpha = A D^-alpha  =>  A = exp(a + alpha log D0)
+    public_exprs = {"A": "exp(min(a + alpha * log_x0, 709.0))"}
     huber_delta = 1e-3
     direction = -1
     invertible = True
@@ -182,12 +179,6 @@ class PowerLaw(_TokenLaw):
         a = Z.mean(axis=1) - slope * um
         alpha = np.clip(-slope, 1e-3, 5.0)
         return np.column_stack([E, a, alpha])
-
-    def _public(self, theta, ref):
-        E, a, alpha = (float(v) for v in theta)
-        # exp(a) * (D/D0)^-alpha = A D^-alpha  =>  A = exp(a + alpha log D0)
-        la = a + alpha * ref["log_x0"]
-        return {"E": E, "A": math.exp(min(la, 709.0)), "alpha": alpha}
 
     def _bound_note(self, name, side) -> str:
         return "E is at 0: the points show no floor yet (a pure power law); extrapolations assume none"
@@ -230,6 +221,7 @@ class SaturatingLaw(_TokenLaw):
     }
     param_names = ("C", "A", "alpha")
     internal_names = ("log_C", "r", "alpha")
+    public_exprs = {"C": "exp(log_C)", "A": "exp(min(log(exp(log_C) * r) + alpha * log_x0, 709.0))"}
     huber_delta = 0.1
     direction = +1
     invertible = True
@@ -263,12 +255,6 @@ class SaturatingLaw(_TokenLaw):
             r = float(np.clip(math.exp(float(np.mean(z + al * u))), 1e-6, 1 - 1e-6))
             rows.append([math.log(C), r, al])
         return np.array(rows)
-
-    def _public(self, theta, ref):
-        lc, r, al = (float(v) for v in theta)
-        C = math.exp(lc)
-        la = math.log(C * r) + al * ref["log_x0"]
-        return {"C": C, "A": math.exp(min(la, 709.0)), "alpha": al}
 
     def _inverse_mean(self, theta, y, ref) -> tuple[float, str]:
         lc, r, al = (float(v) for v in theta)

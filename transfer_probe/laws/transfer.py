@@ -39,6 +39,7 @@ class TransferLaw(_Law):
     more_points_hint = "fine-tune on more data sizes"
     param_names = ("k", "alpha", "beta")
     internal_names = ("log_k", "alpha", "beta")
+    public_exprs = {"k": "exp(min(log_k, 709.0))"}
     huber_delta = None
     ndim = 2
     direction = 0
@@ -103,9 +104,8 @@ class TransferLaw(_Law):
         sol, *_ = np.linalg.lstsq(M, ly, rcond=None)
         return sol[None, :]
 
-    def _public(self, theta, ref):
-        lk, al, be = (float(v) for v in self._theta3(theta))
-        return {"k": math.exp(min(lk, 709.0)), "alpha": al, "beta": be}
+    def _constants(self, ref) -> dict[str, float]:
+        return {"beta": self.options["beta_fixed"]} if self._fixed() else {}
 
     def _span_problems(self, X) -> list[str]:
         return _Law._span_problems(self, X[0])
