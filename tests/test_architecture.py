@@ -60,7 +60,7 @@ def _matching(prefixes):
 CORE = ("transfer_probe.laws", "transfer_probe.diagnose", "transfer_probe.compare",
         "transfer_probe.transferred", "transfer_probe.store", "transfer_probe.text")
 TOP = ("transfer_probe.callback", "transfer_probe.cli", "transfer_probe.report", "transfer_probe.demo",
-       "transfer_probe.posthoc", "transfer_probe.run")
+       "transfer_probe.posthoc", "transfer_probe.run", "transfer_probe.cli_args", "transfer_probe.cli_fit")
 
 
 @pytest.mark.parametrize("mod", _matching(CORE))
@@ -90,11 +90,13 @@ def test_nothing_below_imports_the_entry_points():
     allowed = {"transfer_probe.callback": {"transfer_probe", "transfer_probe.demo"},
                "transfer_probe.cli": set(),
                "transfer_probe.loop": {"transfer_probe.callback", "transfer_probe.posthoc"},
-               "transfer_probe.demo": {"transfer_probe.cli"},
+               "transfer_probe.demo": {"transfer_probe.cli", "transfer_probe.cli_args"},
                "transfer_probe.report": {"transfer_probe.cli", "transfer_probe.demo"}}
     for target, who in allowed.items():
-        users = {m for m, deps in GRAPH.items() if target in deps and m != target}
-        assert users <= who, f"{sorted(users - who)} import {target}"
+        # a package's own modules import each other; an allowed importer may be a package (demo/)
+        users = {m for m, deps in GRAPH.items() if target in deps and m != target and not m.startswith(target + ".")}
+        bad = {u for u in users if not any(u == w or u.startswith(w + ".") for w in who)}
+        assert not bad, f"{sorted(bad)} import {target}"
 
 
 def test_no_two_modules_import_each_other():

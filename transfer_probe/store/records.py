@@ -16,8 +16,13 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["examples", "finetune_examples", "probe_records", "group_key", "group_records", "check_record", "MERGED",
+__all__ = ["examples", "finetune_examples", "is_history", "probe_records", "group_key", "group_records", "check_record", "MERGED",
            "Aggregator", "aggregate"]
+
+
+def is_history(rows: Iterable[Mapping[str, Any]]) -> bool:
+    """Whether rows are history records (a ``metrics`` object per probe) rather than a plain table."""
+    return any(isinstance(r.get("metrics"), Mapping) for r in rows)
 
 
 def probe_records(records: Iterable[Mapping[str, Any]], *, ok_only: bool = True) -> list[dict]:
