@@ -9,7 +9,7 @@ from pathlib import Path
 from transfer_probe.report_compare import run_labels
 from transfer_probe.report_html import esc, figure, html_table
 from transfer_probe.store.history import group_key
-from transfer_probe.text import format_tokens
+from transfer_probe.text import format_count, format_multiple, format_tokens
 
 
 def transferred_section(runs: list[tuple[Path, str, list]]) -> str:
@@ -61,12 +61,12 @@ def _transferred_task(run: str, tt) -> str:
                        "high": [floor if far else p.high for p, far in zip(pts, past, strict=True)]})
         p = pts[-1]
         if past[-1]:
-            dt, mult = f"over {_count(floor)} (past the curve's reach)", f"over x{_mult((floor + df) / df)}"
+            dt, mult = f"over {_count(floor)} (past the curve's reach)", f"over x{format_multiple((floor + df) / df)}"
         else:
             band = "" if math.isnan(p.low) else f" [{_count(p.low)}, {_count(p.high)}]"
             dt = _count(p.transferred) + band
-            mult = f"x{_mult(p.multiplier)}" + ("" if math.isnan(p.low) else
-                                               f" [{_mult(p.multiplier_low)}, {_mult(p.multiplier_high)}]")
+            mult = f"x{format_multiple(p.multiplier)}" + ("" if math.isnan(p.low) else
+                                               f" [{format_multiple(p.multiplier_low)}, {format_multiple(p.multiplier_high)}]")
         rows.append([_count(df), format_tokens(p.tokens), dt, mult,
                      p.status.replace("_", " ") + (" (extrapolated)" if p.extrapolated else ""), tt.growth[df].text()])
     fig = figure(transferred_figure(series, "examples"), f"data transferred D_T against D_p, {tt.task}",
@@ -84,13 +84,6 @@ def _transferred_task(run: str, tt) -> str:
     return head + "<div class='plots'>" + fig + "</div>" + table + method
 
 
-def _mult(m: float) -> str:
-    """A data multiplier: 1.3, 31, 450, then the token format (2.9e4)."""
-    return format_tokens(m) if math.isfinite(m) and m >= 1e4 else f"{m:.3g}"
-
-
 def _count(x: float) -> str:
     """Examples as the log line writes them (12k, 1.2M); beyond 1e12 in the token format (3.4e15)."""
-    from transfer_probe.transferred import format_count
-
     return format_tokens(x) if x is not None and math.isfinite(x) and abs(x) >= 1e12 else format_count(x)

@@ -168,3 +168,25 @@ def format_probe(record: Mapping[str, Any], name: str | None = None) -> str:
             text += f" [{lo_hi[0]:{fmt}}, {lo_hi[1]:{fmt}}]"
         parts.append(text)
     return " | ".join(parts)
+
+
+def format_count(x: float) -> str:
+    """Examples as a person reads them: 64, 850, 12k, 1.2M, 3.4B; ``inf``; negative counts keep their sign.
+
+        >>> format_count(12345), format_count(850), format_count(-31.2), format_count(2.5e6)
+        ('12k', '850', '-31', '2.5M')
+    """
+    if x is None or not math.isfinite(float(x)):
+        return "?" if x is None or math.isnan(float(x)) else ("inf" if x > 0 else "-inf")
+    a = abs(float(x))
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if a >= div * 0.9995:
+            return f"{x / div:.2g}{suffix}" if a < 100 * div else f"{x / div:.0f}{suffix}"
+    return f"{x:.0f}" if a >= 10 else f"{x:.2g}"
+
+
+def format_multiple(m: float) -> str:
+    """A data multiplier: 1.3, 31, 450, 1.3e4 (the token format beyond 10,000)."""
+    if not math.isfinite(m) or m >= 1e4:
+        return format_tokens(m)
+    return f"{m:.2g}" if m < 100 else f"{m:.0f}"
