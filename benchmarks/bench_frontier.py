@@ -1,6 +1,6 @@
 """Compute-optimal frontier: Hoffmann et al.'s approaches 1, 2 and 3 side by side on real and synthetic data.
 
-    python benchmarks/bench_frontier.py            # about a minute on 2 cores
+    python benchmarks/bench_frontier.py            # 15-20 s on 2 cores at load 6-9
     python benchmarks/bench_frontier.py --quick    # fewer resamples and seeds
 
 Sections:
