@@ -135,7 +135,8 @@ def test_shift_corpus_is_read_in_order_bilingual_then_french_only():
     """The mixture shift happens where it is set: paired lines up to shift_at, French-only after."""
     from dataclasses import replace
 
-    from transfer_probe.demo import DEFAULT_SETTINGS, _pack_corpus
+    from transfer_probe.demo import DEFAULT_SETTINGS
+    from transfer_probe.demo.runs import _pack_corpus
 
     assert demodata.corpus_phases("shift-fr", 0.25) == [("bilingual", 0.25), ("french", 0.75)]
     tok = demodata.train_tokenizer(demodata.corpus_lines("bilingual", 20_000, pair_fraction=1.0)
@@ -175,7 +176,7 @@ def _log_law_records(last_offset=0.0):
 
 
 def test_prediction_check_compares_the_earlier_prediction_with_the_probe_at_the_budget():
-    from transfer_probe.demo import _prediction_check
+    from transfer_probe.demo.summary import _prediction_check
 
     recs, budget = _log_law_records()
     last = max(aggregate([r for r in recs if r["pretrained"]]), key=lambda p: p["tokens"])
