@@ -62,6 +62,10 @@ def run(y_true, rng, th, laws, name_is_healthy):
     return conf, np.array(oracle), np.array(semi)
 
 
+def _ratio(a: float, oracle: float) -> str:
+    return f"{a / oracle:.2f}" if oracle else "nan"
+
+
 def _threshold(maxima: np.ndarray, fa: float) -> float:
     """The statistic's threshold at the test's own false-alarm rate on the flat family."""
     return float(np.quantile(maxima, 1 - fa)) if fa > 0 else float(maxima.max())
@@ -109,8 +113,7 @@ def main() -> None:
         else:
             det = np.mean([(N - 1) in c for c, _, _ in rs])
             orc, semi = (np.mean([r[i][-1] > th_ for r in rs]) for i, th_ in ((1, oth), (2, sth)))
-        ratio = (lambda a: f"{a / orc:.2f}" if orc else "nan")
-        print(f"| {name} | {det:.3f} | {orc:.3f} | {semi:.3f} | {ratio(det)} | {ratio(semi)} |")
+        print(f"| {name} | {det:.3f} | {orc:.3f} | {semi:.3f} | {_ratio(det, orc)} | {_ratio(semi, orc)} |")
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 

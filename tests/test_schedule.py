@@ -156,7 +156,7 @@ def test_count_between_counts_the_points_a_run_will_reach():
 
 
 def test_probe_steps_counts_one_probe_per_step():
-    from transfer_probe.callback import _probe_steps
+    from transfer_probe.loop_setup import probe_steps as _probe_steps
 
     assert _probe_steps(ProbeSchedule(every_tokens=50), 0, 10, 100) == 10  # two multiples per step: one probe
     assert _probe_steps(ProbeSchedule(every_tokens=250), 0, 10, 100) == 4  # 250, 500, 750, 1000

@@ -75,7 +75,6 @@ from transfer_probe.loop_setup import (
     make_lines_visible,
     make_sinks,
 )
-from transfer_probe.loop_setup import probe_steps as _probe_steps  # noqa: F401 - tests/test_schedule.py
 from transfer_probe.run.executors import check_options
 from transfer_probe.run.probe import FinetuneConfig, check_probe_setup
 from transfer_probe.run.snapshot import unwrap_model

@@ -20,6 +20,7 @@ from typing import Any
 
 from transfer_probe.run.probe import ProbeJob
 from transfer_probe.run.snapshot import capture_in_memory, unwrap_model
+from transfer_probe.store.records import finetune_examples
 from transfer_probe.text import format_tokens
 
 __all__ = ["Outcome", "VerdictStep"]
@@ -219,9 +220,7 @@ class VerdictStep:
 # Values for trackers, and small record helpers the loop shares
 
 
-def _df(rec: dict) -> Any:
-    fs = rec.get("finetune_size")
-    return fs.get("examples") if isinstance(fs, dict) else fs
+_df = finetune_examples  # a record's D_f: the store's one accessor
 
 
 def _finite(v: Any) -> bool:

@@ -23,7 +23,13 @@ were chosen from the measurements in ``experiments/README.md``.
 """
 
 from transfer_probe.demo.app import main, run_demo
-from transfer_probe.demo.settings import DEFAULT_SETTINGS, DEMO_TIME, QUICK_SETTINGS, DemoSettings, estimate_seconds
+from transfer_probe.demo.settings import (
+    DEFAULT_SETTINGS,
+    DEMO_TIME,
+    QUICK_SETTINGS,
+    DemoSettings,
+    estimate_seconds,
+)
 from transfer_probe.demo.summary import DemoResult, DemoRow, format_table
 
 __all__ = ["DemoSettings", "DemoRow", "DemoResult", "DEFAULT_SETTINGS", "QUICK_SETTINGS", "DEMO_TIME", "estimate_seconds",

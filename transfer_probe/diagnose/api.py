@@ -10,6 +10,7 @@ from typing import Any
 from transfer_probe.diagnose.rules import Diagnosis
 from transfer_probe.diagnose.verdict import DEFAULT_THRESHOLDS, MissingColumnError, Thresholds, Verdict
 from transfer_probe.store.history import group_key, probe_records
+from transfer_probe.store.records import group_records
 
 # Score metrics tried, in order, when the caller names none (higher is better for all of them).
 _SCORE_CANDIDATES = ("bleu", "chrf", "exact_match", "pass@1", "accuracy", "acc", "score")
@@ -86,15 +87,10 @@ def diagnose_all(
 
     Keyword arguments go to :func:`diagnose` (``metric``, ``ce``, ``thresholds``).
     """
-    recs = probe_records(records)
-    pre: dict[tuple, list[dict]] = {}
-    base: dict[tuple, list[dict]] = {}
-    for r in recs:
-        (pre if r.get("pretrained", True) else base).setdefault(group_key(r), []).append(r)
-    if not pre:
+    groups = group_records(records)
+    if not groups:
         raise ValueError("diagnose_all: no successful probe record of a pretrained model in the history")
-    return {key: diagnose(pre[key] + base.get(key, []), budget_tokens, target, **kwargs)
-            for key in sorted(pre, key=str)}
+    return {key: diagnose(groups[key], budget_tokens, target, **kwargs) for key in sorted(groups, key=str)}
 
 
 def diagnose_rows(

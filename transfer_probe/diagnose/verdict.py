@@ -10,6 +10,7 @@ from typing import Any
 
 from transfer_probe.jsonable import to_json
 from transfer_probe.store.history import SCHEMA_VERSION
+from transfer_probe.store.records import examples
 
 # "suspected" is the first stage of a break: a signal that more measurement should settle before
 # anyone stops a run on it. The confirmed statuses stand until the evidence reverses.
@@ -213,8 +214,7 @@ class VerdictTracker:
 
     @staticmethod
     def _key(v: Verdict) -> tuple:
-        df = v.finetune_size.get("examples") if isinstance(v.finetune_size, Mapping) else v.finetune_size
-        return (v.run_id, v.task, df)
+        return (v.run_id, v.task, examples(v.finetune_size))
 
     def update(self, verdict: Verdict) -> bool:
         key = self._key(verdict)

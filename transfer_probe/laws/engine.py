@@ -28,7 +28,6 @@ _DEFAULTS: dict[str, Any] = {
     "min_noise_scale": 0.0,
 }
 
-_huber_cost = huber_cost  # the name benchmarks and older callers use
 
 
 class _Law:
