@@ -12,6 +12,7 @@ from transfer_probe.demo.runs import _prepare, _run_all
 from transfer_probe.demo.settings import (
     DEFAULT_SETTINGS,
     DEMO_TIME,
+    MEASURED_SECONDS,
     QUICK_SETTINGS,
     DemoSettings,
     estimate_seconds,
@@ -47,9 +48,12 @@ def run_demo(out_dir: str | os.PathLike, quick: bool = False, seed: int = 0, pro
     cpu, wall = estimate_seconds(s)
     workers = max(1, min(s.workers, len(s.corpora), os.cpu_count() or 1))
     if progress:
+        cores = f"{workers} idle core{'s' if workers > 1 else ''}"
+        measured = MEASURED_SECONDS.get("default") if s == DEFAULT_SETTINGS else None
+        when = (f"about {measured / 60:.1f} min on {cores} as measured, at most {wall / 60:.1f} if no run stops early"
+                if measured else f"at most {wall / 60:.1f} min on {cores}; runs that stop early take less")
         print(f"transfer_probe demo: {len(s.corpora)} runs ({', '.join(s.corpora)}), {workers} at a time; "
-              f"estimated at most {wall / 60:.1f} min on {workers} idle core{'s' if workers > 1 else ''} "
-              f"({cpu / 60:.1f} min of CPU; runs that stop early take less){_load_note(workers)}", flush=True)
+              f"{when} ({cpu / 60:.1f} min of CPU){_load_note(workers)}", flush=True)
     _prepare(s, out, seed)
     jobs = [dict(corpus=c, settings=s, out=str(out), seed=seed) for c in s.corpora]
     paths_by = _run_all(jobs, workers, progress, s)
