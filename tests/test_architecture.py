@@ -85,6 +85,14 @@ def test_the_store_and_the_words_know_no_laws(mod):
     assert not bad, f"{mod} imports {bad}"
 
 
+@pytest.mark.parametrize("mod", _matching(("transfer_probe.sandbox",)))
+def test_the_sandbox_stands_alone(mod):
+    # the code that runs model-generated programs is read and checked on its own: it uses nothing else
+    bad = sorted(d for d in _project(GRAPH[mod]) if not (d == "transfer_probe.sandbox"
+                                                          or d.startswith("transfer_probe.sandbox.")))
+    assert not bad, f"{mod} imports {bad}"
+
+
 def test_nothing_below_imports_the_entry_points():
     # the callback is the public facade's; cli/demo/report sit at the top
     allowed = {"transfer_probe.callback": {"transfer_probe", "transfer_probe.demo"},
