@@ -1,6 +1,7 @@
 """The diagnosis rules on seeded synthetic records: each status, noise handling, text, tracking."""
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -489,3 +490,19 @@ def test_a_prediction_beyond_the_scores_maximum_is_not_given():
     other = [{**r, "run_id": "other"} for r in recs]
     g = compare_runs([{**r, "run_id": "mine"} for r in recs] + other, budget_tokens=1e13).groups[0]
     assert g.run("mine").source != "law" and "beyond the score's maximum" in g.run("mine").why
+
+
+def test_plateau_rule_is_pinned_on_each_side_of_z_holdout():
+    """The plateau rule (both laws, fitted before the newest two probes, put them more than ``z_holdout``
+    SDs above what was measured, while the model-free test sees no fall and CE improves): a case at
+    3.4 SDs is a first signal at the default 3, and not at 3.5."""
+    y = law(D).copy()
+    y[6:] = y[3:6].mean()  # the newest two at the level of the three before them: no model-free fall
+    recs = records(y, ce_law(D), spread=5.0)
+    v = diagnose(recs, budget_tokens=2e10)
+    assert v.status == "suspected" and v.recommendation == "probe again"
+    assert v.stats["plateau"]["k"] == 2 and v.stats["break"]["state"] == "none"
+    assert 3.0 < v.stats["plateau"]["z_saturating"] < 3.5 < v.stats["plateau"]["z_log"]
+    assert any("stopped rising" in r and "a first signal" in r for r in v.reasons)
+    v = diagnose(recs, budget_tokens=2e10, thresholds=dataclasses.replace(DEFAULT_THRESHOLDS, z_holdout=3.5))
+    assert v.status == "aligned" and "plateau" not in v.stats
