@@ -67,7 +67,9 @@ class LogLaw(_TokenLaw):
     param_names = ("A", "alpha", "beta")
     internal_names = ("log_g", "h", "beta")
     # c = exp(log_g / beta) is log(A D0^alpha), the law's log term at D0; A can be astronomically small
-    public_exprs = {"A": "exp(exp(log_g / beta) - h * exp(log_g / beta) * log_x0)", "alpha": "h * exp(log_g / beta)"}
+    # (clipped where exp would overflow, as the other laws' exprs are: a float's largest exponent is 709)
+    public_exprs = {"A": "exp(min(exp(min(log_g / beta, 709.0)) * (1 - h * log_x0), 709.0))",
+                    "alpha": "h * exp(min(log_g / beta, 709.0))"}
     huber_delta = 0.1
     direction = +1
     invertible = True
