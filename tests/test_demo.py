@@ -6,6 +6,10 @@ One quick demo run is shared by the tests of this module (about 2 minutes on 2 c
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -206,3 +210,55 @@ def test_readme_help_and_estimate_state_the_same_time():
     # the bound printed beside it (no run stopping early: english alone stops at step 155 of 800)
     assert 7.0 * 60 <= wall <= 8.5 * 60, wall
     assert 10.7 * 60 <= cpu <= 14.0 * 60, cpu  # an upper bound too: measured 10.7 min of CPU
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.add(int(d))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_demos_workers_end_when_it_is_killed(tmp_path):
+    """kill -9 of the demo's process: its two spawned workers must not go on pre-training."""
+    proc = subprocess.Popen([sys.executable, "-m", "transfer_probe.demo", "--quick", "--out", str(tmp_path / "d")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    try:
+        deadline = time.monotonic() + 120
+        workers: set[int] = set()
+        while time.monotonic() < deadline and proc.poll() is None:
+            # the pool's workers (the resource tracker is a child too): processes that have started training
+            workers = {c for c in _children(proc.pid) if (tmp_path / "d" / "bilingual").exists()}
+            if len(workers) >= 3:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None and len(workers) >= 3, workers
+        time.sleep(2)  # the workers are inside their runs
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        alive = {w for w in workers if os.path.exists(f"/proc/{w}")}
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = {w for w in alive if _alive(w)}
+        assert not alive, f"workers {sorted(alive)} outlived the demo"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -5,6 +5,7 @@ bar that counts fine-tunes with the callback's lines printed above it."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -56,7 +57,7 @@ def _run_all(jobs: list[dict], workers: int, progress: bool, s: DemoSettings) ->
                 bar.finished(job["corpus"])
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(q,)) as pool:
+                                     initargs=(q, os.getpid())) as pool:
                 futures = {pool.submit(_run_one, job): job["corpus"] for job in jobs}
                 for fut in as_completed(futures):
                     out[futures[fut]] = fut.result()
@@ -71,9 +72,17 @@ def _run_all(jobs: list[dict], workers: int, progress: bool, s: DemoSettings) ->
 _QUEUE: Any = None
 
 
-def _init_worker(q: Any) -> None:
+def _init_worker(q: Any, parent_pid: int = 0) -> None:
     global _QUEUE
     _QUEUE = q
+    if parent_pid:
+        # A demo whose parent is killed (kill -9, a closed terminal) must not leave its workers
+        # pre-training for minutes: they end when it does, as the process executor's worker does.
+        import threading
+
+        from transfer_probe.run.executors.worker import _exit_with_parent
+
+        _exit_with_parent(parent_pid, threading.Lock())
 
 
 class _Bar:
