@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from transfer_probe.run.executors import EXECUTORS, InlineExecutor, ProcessExecutor
+from transfer_probe.run.executors import InlineExecutor, ProcessExecutor
 from transfer_probe.run.probe import FinetuneConfig, ProbeJob
 from transfer_probe.run.snapshot import save_snapshot
 from transfer_probe.store.history import read_history
@@ -47,7 +47,14 @@ def _wait(pred, timeout=120.0, every=0.1):
 
 
 def test_registry_names():
-    assert EXECUTORS == {"inline": InlineExecutor, "process": ProcessExecutor}
+    # one registry: the plugin manager names the built-ins, and the callback resolves through it
+    from transfer_probe.loop_setup import resolve_executor
+    from transfer_probe.plugins import get_executor
+
+    assert get_executor("inline") is InlineExecutor and get_executor("process") is ProcessExecutor
+    assert resolve_executor("process") is ProcessExecutor
+    with pytest.raises(ValueError, match="Did you mean 'process'"):
+        resolve_executor("proces")
 
 
 def test_inline_records_results_and_failures(snap_dir, translation_task, tmp_path):

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from transfer_probe.run.executors import EXECUTORS
+from transfer_probe.plugins import get_executor
 from transfer_probe.run.probe import FinetuneConfig
 from transfer_probe.schedule import ProbeSchedule
 from transfer_probe.text import format_tokens
@@ -98,17 +98,10 @@ def resolve_executor(executor: Any) -> type:
         return executor
     if not isinstance(executor, str):
         raise ValueError(f"executor must be a name ('inline', 'process', 'ray', ...) or a class, got {executor!r}")
-    try:
-        from transfer_probe.plugins import get_executor
-
-        cls = get_executor(executor)
-    except ImportError:
-        cls = EXECUTORS.get(executor)
+    try:  # the one registry: built-ins and plugins alike
+        return get_executor(executor)
     except Exception as err:  # unknown name: the plugin manager's message lists the valid ones
         raise ValueError(str(err).strip("'\"")) from None
-    if cls is None:
-        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
-    return cls
 
 
 def probe_steps(schedule: ProbeSchedule, start_step: int, end_step: int, per_step: int) -> int | None:

@@ -28,7 +28,7 @@ Example::
         print(record["task"], record["metrics"].get("bleu"))
     ex.close(timeout=600)
 
-``EXECUTORS`` maps the built-in names to classes; the plugin manager registers the same classes
+The plugin manager is the one registry of executors by name, built-ins included
 (``transfer_probe.plugins.get_executor("process")``).
 
 The package: ``base.py`` (the interface and its history bookkeeping, ``check_options``),
@@ -42,7 +42,4 @@ from transfer_probe.run.executors.inline import InlineExecutor
 from transfer_probe.run.executors.process import ProcessExecutor
 from transfer_probe.run.executors.worker import _worker_main  # noqa: F401 - the worker's old entry point
 
-__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "WorkerDied", "ProbeNotFinished", "EXECUTORS",
-           "check_options"]
-
-EXECUTORS: dict[str, type[Executor]] = {"inline": InlineExecutor, "process": ProcessExecutor}
+__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "WorkerDied", "ProbeNotFinished", "check_options"]

@@ -72,6 +72,8 @@ class Executor:
 
     def poll(self) -> list[dict]:
         with self._lock:
+            if not self._points:  # nothing pending: no file to read on this training step
+                return []
             new, self._offset = iter_new_records(self.history_path, self._offset)
             # A record a failed write holds in memory is returned now; found in the file later, it is
             # no longer pending and so not returned twice.
