@@ -1,8 +1,8 @@
 """Seconds per probe for tiny GPT-2 and T5, broken into fine-tune / CE / generation / scoring, against
 the straightforward way of doing the same probe, on the same snapshot, data and fine-tuning budget.
 
-    /work/venv/bin/python benchmarks/bench_probe.py                  # figures for benchmarks/README.md
-    /work/venv/bin/python benchmarks/bench_probe.py --repeats 1 --test-size 100   # quicker
+    python benchmarks/bench_probe.py                  # figures for benchmarks/README.md
+    python benchmarks/bench_probe.py --repeats 1 --test-size 100   # quicker
 
 The straightforward probe is what one writes first with the Hugging Face stack: tokenize the task for
 this probe, fine-tune with a nested ``Trainer`` (``DataCollatorForSeq2Seq``), cross-entropy with
