@@ -193,9 +193,14 @@ def _add_report(sub) -> None:
 
 
 def _add_probe(sub) -> None:
-    from transfer_probe.run.probe import FinetuneConfig
+    import dataclasses
 
-    ft = FinetuneConfig()  # the defaults --help shows are the ones a probe uses
+    from transfer_probe.run.config import FinetuneConfig
+
+    # The defaults --help shows are the ones a probe uses, read off the dataclass: building a
+    # FinetuneConfig checks its scheduler against transformers, an import (~1.3 s) that every
+    # command would pay just to build the parser.
+    ft = argparse.Namespace(**{f.name: f.default for f in dataclasses.fields(FinetuneConfig)})
     p = sub.add_parser(
         "probe", formatter_class=_formatter, help="probe existing checkpoints after the fact",
         description="Fine-tune each checkpoint directory briefly on a translation task and measure, exactly\n"
