@@ -289,6 +289,30 @@ def test_sequential_false_alarms_and_slow_declines_at_the_default_thresholds():
     assert np.mean(det_strict) < np.mean(det) - 0.1
 
 
+def test_the_shipped_calibration_table_is_what_the_simulation_gives():
+    """The default thresholds are read from diagnose/calibration_table.py instead of simulated in every
+    process (7 s at 60 probes). The table must be what the simulation gives today: a change to the
+    statistics without regenerating the table fails here. The 20- and 30-probe rungs, both noise
+    cases, are re-simulated (~3 s); the table covers every rung the defaults reach."""
+    from transfer_probe.diagnose import calibration_table, tests as dtests
+
+    th = DEFAULT_THRESHOLDS
+    rungs = {dtests._calibration_horizon(th.horizon, n) for n in range(1, 200)}
+    for h in rungs:
+        for known in (True, False):
+            key = (h, th.min_points - 1, th.peak_window, known, th.alpha_run, th.alpha_suspect, 4000)
+            assert key in calibration_table.TABLE
+            assert dtests.thresholds(*key[:-1]) == calibration_table.TABLE[key]
+    for h in (20, 30):
+        for known in (True, False):
+            key = (h, th.min_points - 1, th.peak_window, known, th.alpha_run, th.alpha_suspect, 4000)
+            fresh = dtests.simulate_thresholds(*key)
+            assert fresh == pytest.approx(calibration_table.TABLE[key], rel=1e-9)
+    # another setting is simulated, not looked up
+    other = dtests.thresholds(20, 4, 3, True, 0.01, 0.3)
+    assert other["confirm"] > calibration_table.TABLE[(20, 4, 3, True, 0.05, 0.3, 4000)]["confirm"]
+
+
 def test_missing_errors_fall_back_to_scatter_and_need_one_more_point():
     y = law(D) + np.random.default_rng(3).normal(0, 0.3, len(D))
     recs = [{"task": "t", "finetune_size": 1, "tokens": float(t), "metrics": {"bleu": float(b)}} for t, b in zip(D, y, strict=True)]

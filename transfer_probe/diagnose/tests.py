@@ -96,10 +96,23 @@ def thresholds(horizon: int, first: int, window: int, known: bool, alpha_run: fl
                sims: int = 4000) -> dict:
     """Calibrated thresholds for the break statistics over looks ``first..horizon-1`` of a run.
 
-    Simulates ``sims`` flat runs with unit noise (recorded, or estimated from the points when
-    ``known`` is False), computes both statistics at every look exactly as a diagnosis does, and
-    takes the quantiles of their running maxima. Deterministic (seeded), cached per setting.
+    The default thresholds' settings are read from :mod:`calibration_table` (simulated once, when
+    the package was built: 0.4-7 s each, which every process that diagnoses would otherwise pay);
+    any other setting is simulated here by :func:`simulate_thresholds` and cached per process.
     """
+    from transfer_probe.diagnose.calibration_table import TABLE
+
+    key = (int(horizon), int(first), int(window), bool(known), float(alpha_run), float(alpha_suspect), int(sims))
+    if key in TABLE:
+        return dict(TABLE[key])
+    return simulate_thresholds(*key)
+
+
+def simulate_thresholds(horizon: int, first: int, window: int, known: bool, alpha_run: float,
+                        alpha_suspect: float, sims: int = 4000) -> dict:
+    """Simulates ``sims`` flat runs with unit noise (recorded, or estimated from the points when
+    ``known`` is False), computes both statistics at every look exactly as a diagnosis does, and
+    takes the quantiles of their running maxima. Deterministic (seeded)."""
     rng = np.random.default_rng(20261129)
     y = rng.standard_normal((sims, horizon))
     z1s, z2s = [], []
