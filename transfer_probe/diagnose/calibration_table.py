@@ -5,7 +5,7 @@ Calibrating the thresholds simulates 4000 flat runs at every look (``tests.simul
 each ``transfer-probe diagnose`` or ``report``). The simulation is seeded, so its result is a fixed
 table: the rungs of ``tests._calibration_horizon`` (20, 30, 40, 60 probes), noise recorded or not.
 ``tests/test_verdict_rules.py`` re-simulates some entries and fails when they no longer match, e.g.
-after a change to the statistics; regenerate with ``python -m transfer_probe.diagnose.calibration_table``.
+after a change to the statistics; regenerate with ``python -m transfer_probe.diagnose.calibrate``.
 Keys: (horizon, first look, peak window, errors recorded, alpha_run, alpha_suspect, simulated runs).
 """
 
@@ -19,29 +19,3 @@ TABLE = {
     (60, 4, 3, True, 0.05, 0.3, 4000): {'suspect': 3.401080668829393, 'confirm': 3.5242918763718696, 'confirm_single': 4.039044362299782},
     (60, 4, 3, False, 0.05, 0.3, 4000): {'suspect': 4.358169943678304, 'confirm': 5.3562620408501065, 'confirm_single': 7.52771084589066},
 }
-
-
-def main() -> None:
-    """Re-simulate every entry and rewrite this file's TABLE."""
-    from pathlib import Path
-
-    from transfer_probe.diagnose.tests import simulate_thresholds
-    from transfer_probe.diagnose.verdict import Thresholds
-
-    th = Thresholds()
-    keys = [(h, th.min_points - 1, th.peak_window, known, th.alpha_run, th.alpha_suspect, 4000)
-            for h in (20, 30, 40, 60) for known in (True, False)]
-    lines = ["TABLE = {"]
-    for key in keys:
-        values = simulate_thresholds(*key)
-        lines.append(f"    {key!r}: {{{', '.join(f'{k!r}: {v!r}' for k, v in values.items())}}},")
-    lines.append("}")
-    path = Path(__file__)
-    text = path.read_text()
-    head, rest = text.split("TABLE = {", 1)
-    tail = rest.split("\n\n\ndef main", 1)[1]
-    path.write_text(head + "\n".join(lines) + "\n\n\ndef main" + tail)
-
-
-if __name__ == "__main__":
-    main()
