@@ -300,3 +300,101 @@ def test_cli_fit_approach_on_a_table(tmp_path, capsys):
     assert out["b"] == pytest.approx(1 - out["a"])
     assert main(["fit", str(path), "--law", "log", "--approach", "2"]) == 2
     assert "--approach goes with --law chinchilla" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- your run on the frontier
+
+
+def _grid_table(tmp_path):
+    n, c, y = isoflop_grid()
+    path = tmp_path / "runs.csv"
+    path.write_text("N,C,loss\n" + "".join(f"{a},{b},{v}\n" for a, b, v in zip(n, c, y, strict=True)))
+    return path, isoflop_frontier(n, c, y)
+
+
+def _history(path, params={"non_embedding": 2e8, "total": 2.6e8}, run_id="run-a"):  # noqa: B006
+    from tests._synthetic import history_records
+    from transfer_probe.store.history import HistoryWriter
+
+    recs = history_records(seed=2, run_id=run_id)  # newest probe at 1e9 tokens
+    for r in recs:
+        r.pop("params")
+        if params is not None:
+            r["params"] = dict(params)
+    HistoryWriter(path).extend(recs)
+    return recs
+
+
+def test_run_size_and_tokens_reads_non_embedding_params_and_the_newest_probe():
+    from transfer_probe.laws.frontier_result import run_size_and_tokens
+
+    recs = [{"kind": "probe", "status": "ok", "run_id": "r", "tokens": t, "pretrained": True,
+             "params": {"non_embedding": 4e5, "total": 7e5}} for t in (1e6, 3e7, 2e7)]
+    recs += [{"kind": "probe", "status": "failed", "run_id": "r", "tokens": 9e9},  # a failed probe: not "so far"
+             {"kind": "probe", "status": "ok", "run_id": "r", "tokens": 0, "pretrained": False, "params": 1}]
+    assert run_size_and_tokens(recs) == (4e5, 3e7, "non-embedding parameters")
+    total_only = [{**r, "params": {"total": 7e5}} for r in recs[:3]]
+    assert run_size_and_tokens(total_only) == (7e5, 3e7, "total parameters (no non-embedding count recorded)")
+    with pytest.raises(ValueError, match="hold no model size"):
+        run_size_and_tokens([{**r, "params": {}} for r in recs[:3]])
+    with pytest.raises(ValueError, match=r"2 runs \(a, b\)"):
+        run_size_and_tokens([{**recs[0], "run_id": "a"}, {**recs[1], "run_id": "b"}])
+    with pytest.raises(ValueError, match="nothing to place"):
+        run_size_and_tokens(recs[3:])
+
+
+def test_cli_fit_place_numbers_and_history(tmp_path, capsys):
+    """``--place N,TOKENS`` and ``--place HISTORY``: the placement printed (text) and in --json equals
+    ``fit.place``; a history's N is its non-embedding params and the output says so."""
+    from transfer_probe.cli import main
+
+    table, fit = _grid_table(tmp_path)
+    args = ["fit", str(table), "--law", "chinchilla", "--approach", "2", "--x", "N", "--compute", "C"]
+    assert main([*args, "--place", "2e8,1e9"]) == 0
+    out = capsys.readouterr().out
+    want = fit.place(2e8, 1e9)
+    assert "[[Placement]]" in out and want.text in out and "approach 2, IsoFLOP profiles" in out
+    assert main([*args, "--place", "3e8,2e9", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    want = fit.place(3e8, 2e9)
+    assert got["a"] == pytest.approx(fit.a)
+    assert got["placement"]["tokens_ratio"] == pytest.approx(list(want.tokens_ratio), rel=1e-9)
+    assert got["placement"]["n_opt"] == pytest.approx(list(want.n_opt), rel=1e-9)
+    assert got["placement"]["text"] == want.text and got["placement"]["n_basis"] == ""
+
+    recs = _history(tmp_path / "history.jsonl")
+    assert main([*args, "--place", str(tmp_path / "history.jsonl"), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["placement"]
+    want = fit.place_run(recs)
+    assert (want.n, want.tokens) == (2e8, 1e9)  # non-embedding, not the total 2.6e8; the newest probe's tokens
+    assert got["n"] == 2e8 and got["tokens"] == 1e9 and got["n_basis"] == "non-embedding parameters"
+    assert got["tokens_ratio"] == pytest.approx(list(want.tokens_ratio), rel=1e-9)
+    assert "N=2e+08 non-embedding parameters, 1e+09 tokens" in got["text"]
+
+
+def test_cli_fit_place_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    from transfer_probe.cli import main
+
+    table, _ = _grid_table(tmp_path)
+    _history(tmp_path / "bare.jsonl", params=None)
+    two = tmp_path / "two.jsonl"
+    _history(two, run_id="a")
+    _history(two, run_id="b")
+    args = ["fit", str(table), "--law", "chinchilla", "--approach", "2", "--x", "N", "--compute", "C"]
+    cases = {
+        "abc,1e9": "--place abc,1e9: give N,TOKENS as two positive numbers",
+        "1e8": "--place 1e8: give N,TOKENS as two positive numbers",
+        "-1,1e9": "--place -1,1e9: give N,TOKENS",
+        "1e8,2e9,3": "--place 1e8,2e9,3: give N,TOKENS",
+        str(tmp_path / "bare.jsonl"): "bare.jsonl: the probe records hold no model size ('params')",
+        str(table): "runs.csv: not a history file",
+        str(two): "two.jsonl holds 2 runs (a, b); pick one with --run-id",
+    }
+    for place, message in cases.items():
+        assert main([*args, f"--place={place}"]) == 2, place
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert main([*args, "--place", str(two), "--run-id", "b"]) == 0  # --run-id picks the run
+    capsys.readouterr()
+    assert main(["fit", str(table), "--law", "chinchilla", "--place", "1e8,1e9"]) == 2
+    assert "--place go with --approach" in capsys.readouterr().err

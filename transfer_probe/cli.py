@@ -50,10 +50,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     for f in args.files:
         check_input_file(f)
+    columns = {k: getattr(args, f"frontier_{k}") for k in ("x", "y", "compute", "run")}
+    if args.frontier is not None:
+        check_input_file(args.frontier)
+    elif any(v is not None for v in columns.values()):
+        given = next(k for k, v in columns.items() if v is not None)
+        raise CLIError(f"--frontier-{given} goes with --frontier TABLE")
     output = args.output or DEFAULT_REPORT
     try:
         out = write_report(args.files, output, budget_tokens=args.budget, target=args.target,
-                           run_id=args.run_id)
+                           run_id=args.run_id, frontier=args.frontier,
+                           frontier_options={k: v for k, v in columns.items() if v is not None})
     except OSError as err:
         raise CLIError(f"cannot write the report to {output}: {err.strerror or err}") from None
     if args.output:

@@ -127,7 +127,8 @@ def _add_fit(sub) -> None:
         "  transfer-probe fit history.jsonl                      # BLEU log-law per task and D_f\n"
         "  transfer-probe fit history.jsonl --y cross_entropy --law power --budget 1e9\n"
         "  transfer-probe fit curve.csv --x tokens --y bleu --target 25 --json\n"
-        "  transfer-probe fit runs.csv --law chinchilla --x N,D --y loss\n",
+        "  transfer-probe fit runs.csv --law chinchilla --x N,D --y loss\n"
+        "  transfer-probe fit runs.csv --law chinchilla --approach 2 --place run/transfer_probe/history.jsonl\n",
     )
     _add_fit_options(p, ce=False)
     p.add_argument("--law", default=None,
@@ -141,6 +142,10 @@ def _add_fit(sub) -> None:
     p.add_argument("--compute", metavar="COLUMN", help="with --approach: the FLOPs column (default: 6 N D)")
     p.add_argument("--run", metavar="COLUMN",
                    help="with --approach 1: the column naming each run's curve (default: run, run_id or name)")
+    p.add_argument("--place", metavar="N,TOKENS|HISTORY",
+                   help="with --approach: place your run on the frontier (its tokens so far against D_opt for its "
+                        "compute): its model size and tokens (e.g. 1.2e8,3e9), or its history file (N: the probe "
+                        "records' non-embedding params; tokens: the newest probe's; --run-id picks a run)")
 
 
 def _add_compare(sub) -> None:
@@ -183,13 +188,24 @@ def _add_report(sub) -> None:
         description="Write one self-contained HTML file (plots embedded) with, per run / task / D_f, the\n"
         "BLEU and cross-entropy curves, fitted laws with prediction bands, the baseline, verdicts and tables.",
         epilog="examples:\n  transfer-probe report run/transfer_probe/history.jsonl -o report.html\n"
-        "  transfer-probe report a/history.jsonl b/history.jsonl -o compare.html --budget 2e10\n",
+        "  transfer-probe report a/history.jsonl b/history.jsonl -o compare.html --budget 2e10\n"
+        "  transfer-probe report run/transfer_probe/history.jsonl --frontier runs.csv --frontier-x N,D\n",
     )
     p.add_argument("files", nargs="+", help="history files")
     p.add_argument("-o", "--output", help=f"HTML file to write (default: ./{DEFAULT_REPORT})")
     p.add_argument("--run-id", help="only this run (history files holding several runs)")
     p.add_argument("--budget", type=_tokens_arg, help="planned pre-training tokens (marked, predicted at)")
     p.add_argument("--target", type=_target_arg, help="target BLEU (marked)")
+    p.add_argument("--frontier", metavar="TABLE",
+                   help="a table of runs (CSV / JSON Lines: model size, tokens or FLOPs, loss): adds the "
+                        "compute-optimal frontier by Hoffmann et al.'s three approaches side by side, each "
+                        "history's run placed on it")
+    # fit's --x/--y/--compute/--run, named for the table (the report's own axis is the tokens)
+    p.add_argument("--frontier-x", metavar="N,D", help="with --frontier: model-size and token columns (default: N,D)")
+    p.add_argument("--frontier-y", metavar="COLUMN", help="with --frontier: the loss column (default: loss)")
+    p.add_argument("--frontier-compute", metavar="COLUMN", help="with --frontier: the FLOPs column (default: 6 N D)")
+    p.add_argument("--frontier-run", metavar="COLUMN",
+                   help="with --frontier: the column naming each run's curve (default: run, run_id or name)")
 
 
 def _add_probe(sub) -> None:

@@ -107,7 +107,7 @@ def _fit_input(args: argparse.Namespace) -> tuple[list[dict], str]:
 def cmd_fit(args: argparse.Namespace) -> int:
     from transfer_probe import laws
 
-    if args.approach or args.compute or args.run:
+    if args.approach or args.compute or args.run or args.place:
         return _cmd_frontier(args)
     rows, law_name = _fit_input(args)
     args.x, args.y = args.x or "tokens", args.y or "bleu"
@@ -212,19 +212,58 @@ def _check_history_columns(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def _cmd_frontier(args: argparse.Namespace) -> int:
-    """``fit --law chinchilla --approach 1|2|3``: the compute-optimal frontier (transfer_probe.laws.frontier)."""
+    """``fit --law chinchilla --approach 1|2|3``: the compute-optimal frontier (transfer_probe.laws.frontier),
+    with ``--place`` a run placed on it."""
     from transfer_probe.laws import frontier
     from transfer_probe.store.history import load_table
 
     if not args.approach:
-        raise CLIError("--compute and --run go with --approach 1|2|3")
+        raise CLIError("--compute, --run and --place go with --approach 1|2|3")
     if (args.law or "chinchilla") != "chinchilla":
         raise CLIError(f"--approach goes with --law chinchilla, not --law {args.law}")
     check_input_file(args.file)
+    place = _place_input(args.place, args.run_id) if args.place else None  # checked before the fit
     fit = frontier.fit_frontier(load_table(args.file), args.approach, x=args.x or "N,D", y=args.y or "loss",
                                 compute=args.compute, run=args.run, interval=args.interval)
-    print(json.dumps(fit.to_dict(), indent=2) if args.json else fit)
+    placement = fit.place(*place[:2], n_basis=place[2]) if place else None
+    if args.json:
+        print(json.dumps(fit.to_dict() | ({"placement": placement.to_dict()} if placement else {}), indent=2))
+    else:
+        print(fit)
+        if placement:
+            print(f"[[Placement]]\n    {placement.text}")
     return 0
+
+
+def _place_input(text: str, run_id: str | None) -> tuple[float, float, str]:
+    """``--place N,TOKENS`` or ``--place HISTORY``: the run's size, tokens so far and what the size counts
+    (a history's probe records: non-embedding ``params``, the newest probe's tokens)."""
+    from transfer_probe.laws.frontier_result import run_size_and_tokens
+
+    text = text.strip()
+    if not Path(text).exists():
+        parts = text.split(",")
+        try:
+            n, tokens = (float(v) for v in parts)
+        except ValueError:
+            n = tokens = math.nan
+        if not (len(parts) == 2 and math.isfinite(n) and math.isfinite(tokens) and n > 0 and tokens > 0):
+            raise CLIError(f"--place {text}: give N,TOKENS as two positive numbers (e.g. 1.2e8,3e9) or a run's "
+                           "history file")
+        return n, tokens, ""
+    try:
+        check_input_file(text)
+    except CLIError as err:
+        raise CLIError(f"--place {err}") from None
+    rows = _select(_load(text), None, None, run_id)
+    if not is_history(rows):
+        raise CLIError(f"--place {text}: not a history file (no probe records); give N,TOKENS or the run's "
+                       "history.jsonl")
+    _one_run(rows, text)
+    try:
+        return run_size_and_tokens(rows)
+    except ValueError as err:
+        raise CLIError(f"--place {text}: {err}") from None
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from transfer_probe.report_fits import (  # noqa: F401
     empty_fits,
     verdict_fits,
 )
+from transfer_probe.report_frontier import FrontierTable, frontier_section, read_frontier_table
 from transfer_probe.report_html import esc, figure, html_table, num, pm
 from transfer_probe.report_log import changes_html, changes_of, log_html
 from transfer_probe.report_transferred import _count, transferred_section  # noqa: F401
@@ -73,17 +74,22 @@ def write_report(
     target: float | None = None,
     title: str = "transfer_probe report",
     run_id: str | None = None,
+    frontier: str | os.PathLike | None = None,
+    frontier_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Read history files, write one self-contained HTML file, return its path.
 
-    ``run_id``: only that run's records (``ValueError`` listing the runs when no record has it)."""
+    ``run_id``: only that run's records (``ValueError`` listing the runs when no record has it).
+    ``frontier``: a table of runs for the compute-optimal frontier section, its columns in
+    ``frontier_options`` (``x``, ``y``, ``compute``, ``run``: :func:`report_frontier.read_frontier_table`)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    check_output(output, paths)  # before rendering: a refusal must cost nothing
+    check_output(output, [*paths, *([frontier] if frontier is not None else [])])  # a refusal costs nothing
+    table = read_frontier_table(frontier, **(frontier_options or {})) if frontier is not None else None
     # Streamed: each file is summarised while it is read, so memory grows with its probe points only.
     runs: set[str] = set()
     sources = [(Path(p), _checked(Path(p), run_id, runs)) for p in paths]
-    page = render_report(sources, budget_tokens=budget_tokens, target=target, title=title)
+    page = render_report(sources, budget_tokens=budget_tokens, target=target, title=title, frontier=table)
     if run_id is not None and str(run_id) not in runs:
         raise ValueError(f"no records of run_id {run_id}; runs in the files: {', '.join(sorted(runs)) or 'none'}")
     output = Path(output)
@@ -128,6 +134,7 @@ def render_report(
     budget_tokens: float | None = None,
     target: float | None = None,
     title: str = "transfer_probe report",
+    frontier: FrontierTable | None = None,
 ) -> str:
     parts = [f"<h1>{esc(title)}</h1>",
              f"<p class='meta'>written {esc(time.strftime('%Y-%m-%d %H:%M:%S'))}"
@@ -145,12 +152,14 @@ def render_report(
                 laws[(len(runs) - 1, str(task), str(df))] = row[6]  # the verdict's law (trusted or not)
     if not sections:
         parts.append("<p>No probe results in these files yet.</p>")
+        parts.append(frontier_section(frontier, runs))
     else:
         parts.append("<h2>Summary</h2>")
         parts.append(html_table(["run", "task", "D_f", "probes", "last BLEU", "verdict", "law (trusted)",
                              "recommendation", "prediction at budget"], summary_rows, left={0, 1, 5, 6, 7}))
         parts.append(which_run_section(runs, budget_tokens, laws))
         parts.append(transferred_section(runs))
+        parts.append(frontier_section(frontier, runs))
         parts.extend(sections)
     body = "\n".join(p for p in parts if p)
     return (f"<!DOCTYPE html>\n{MARKER}\n<html lang='en'><head><meta charset='utf-8'><title>{esc(title)}</title>"

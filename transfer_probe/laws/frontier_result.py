@@ -1,10 +1,12 @@
 """What a compute-optimal frontier fit gives back: :class:`FrontierResult` (the exponents a, b of
 N_opt ~ C^a and D_opt ~ C^b with intervals, the frontier points, what was excluded and why, a report
-beside Hoffmann et al.'s values) and :class:`Placement` (a run against D_opt for its compute)."""
+beside Hoffmann et al.'s values) and :class:`Placement` (a run against D_opt for its compute; a run's
+N and tokens so far read from its history records by :func:`run_size_and_tokens`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +37,8 @@ class Placement:
     ``tokens_ratio = tokens / D_opt(C)`` (equal to ``N_opt / n`` since both spend ``C = 6 N D``) with its
     interval; below 1 the run has seen fewer tokens (and is larger) than the compute-optimal allocation
     of the same compute. ``tokens_optimal`` is the token count at which a model of this size becomes
-    compute-optimal (``inf`` never within the law), with its interval.
+    compute-optimal (``inf`` never within the law), with its interval. ``n_basis`` says what ``n``
+    counts when it was read from a history ("non-embedding parameters"); empty when given by hand.
     """
 
     n: float
@@ -48,13 +51,15 @@ class Placement:
     approach: int
     interval: float
     extrapolated: bool
+    n_basis: str = ""
 
     @property
     def text(self) -> str:
         r, lo, hi = self.tokens_ratio
         t, tlo, thi = self.tokens_optimal
         where = "under" if hi < 1 else "over" if lo > 1 else "about at"
-        line = (f"your run (N={self.n:.3g}, {self.tokens:.3g} tokens, C={self.compute:.3g} FLOPs) is at "
+        basis = f" {self.n_basis}" if self.n_basis else ""
+        line = (f"your run (N={self.n:.3g}{basis}, {self.tokens:.3g} tokens, C={self.compute:.3g} FLOPs) is at "
                 f"{r:.2g}x D_opt for its compute [{lo:.2g}x, {hi:.2g}x] ({where} the tokens of the compute-optimal "
                 f"allocation, approach {self.approach}); the optimal size for this compute is {self.n_opt[0]:.3g} "
                 f"[{self.n_opt[1]:.3g}, {self.n_opt[2]:.3g}]; a model of this size is compute-optimal at "
@@ -66,7 +71,7 @@ class Placement:
     def to_dict(self) -> dict:
         return {k: _nested_jsonable(getattr(self, k)) for k in
                 ("n", "tokens", "compute", "n_opt", "d_opt", "tokens_ratio", "tokens_optimal", "approach",
-                 "interval", "extrapolated")} | {"text": self.text}
+                 "interval", "extrapolated", "n_basis")} | {"text": self.text}
 
 
 @dataclass
@@ -132,11 +137,11 @@ class FrontierResult:
         """Compute-optimal training tokens at ``compute`` FLOPs: ``(mean, low, high)``."""
         return self._line(compute, 1, interval)
 
-    def place(self, n: float, tokens: float, compute: float | None = None) -> Placement:
+    def place(self, n: float, tokens: float, compute: float | None = None, *, n_basis: str = "") -> Placement:
         """Place a run of ``n`` parameters that has seen ``tokens`` tokens (so far) on the frontier.
 
         ``compute`` defaults to ``6 n tokens``. See :class:`Placement`; ``.text`` reads e.g. "your run
-        ... is at 0.4x D_opt for its compute [0.3x, 0.5x]".
+        ... is at 0.4x D_opt for its compute [0.3x, 0.5x]". ``n_basis`` (what ``n`` counts) goes into it.
         """
         n, tokens = _num(n), _num(tokens)
         if not (n > 0 and tokens > 0):
@@ -147,7 +152,13 @@ class FrontierResult:
         n_opt, d_opt = self.n_opt(c), self.d_opt(c)
         ratio = (tokens / d_opt[0], tokens / d_opt[2], tokens / d_opt[1])
         return Placement(n, tokens, c, n_opt, d_opt, ratio, self._tokens_optimal(n), self.approach, self.interval,
-                         not self.compute_range[0] <= c <= self.compute_range[1])
+                         not self.compute_range[0] <= c <= self.compute_range[1], n_basis)
+
+    def place_run(self, records: Iterable[Mapping[str, Any]]) -> Placement:
+        """Place one run from its history records (:func:`run_size_and_tokens`: N from ``params``,
+        tokens the newest successful probe's)."""
+        n, tokens, basis = run_size_and_tokens(records)
+        return self.place(n, tokens, n_basis=basis)
 
     def _tokens_optimal(self, n: float) -> tuple[float, float, float]:
         # C* where N_opt(C*) = n, then D* = C* / (6 n): the run length at which this size is optimal
@@ -213,6 +224,36 @@ class FrontierResult:
 
     def __str__(self) -> str:
         return self.report()
+
+
+def run_size_and_tokens(records: Iterable[Mapping[str, Any]]) -> tuple[float, float, str]:
+    """``(N, tokens so far, what N counts)`` of one run from its probe records (history records or the
+    report's merged points): N from ``params``, non-embedding as the frontier tables count it (Kaplan,
+    Hoffmann), the total only when nothing else is recorded; tokens the newest successful probe's of the
+    pre-trained model. ``ValueError`` when the records hold several runs, no such probe, or no size."""
+    probes = [r for r in records if r.get("kind", "probe") == "probe" and r.get("status", "ok") == "ok"
+              and r.get("pretrained", True) and _num(r.get("tokens")) > 0]
+    runs = sorted({str(r["run_id"]) for r in probes if r.get("run_id") is not None})
+    if len(runs) > 1:
+        raise ValueError(f"the records hold {len(runs)} runs ({', '.join(runs)}): place one run at a time")
+    if not probes:
+        raise ValueError("no successful probe of the pre-trained model with a token count: nothing to place yet")
+    probes.sort(key=lambda r: _num(r.get("tokens")), reverse=True)
+    for r in probes:  # the newest probe's size, else the newest that records one
+        n, basis = _recorded_size(r.get("params"))
+        if n > 0:
+            return n, _num(probes[0]["tokens"]), basis
+    raise ValueError("the probe records hold no model size ('params'); give the run's N and tokens instead")
+
+
+def _recorded_size(p: Any) -> tuple[float, str]:
+    if isinstance(p, Mapping):
+        ne, total = _num(p.get("non_embedding")), _num(p.get("total"))
+        if ne > 0:
+            return ne, "non-embedding parameters"
+        return (total, "total parameters (no non-embedding count recorded)") if total > 0 else (math.nan, "")
+    v = _num(p)
+    return (v, "parameters") if v > 0 else (math.nan, "")
 
 
 def _describe_uncertainty(r: FrontierResult) -> str:
