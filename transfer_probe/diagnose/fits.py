@@ -226,8 +226,9 @@ def why(fit) -> str:
 def backtest(kind: str, x: np.ndarray, y: np.ndarray, s: np.ndarray, n_back: int = 4, min_fit: int = 4) -> dict:
     """Rolling-origin backtest: fit the law on the first k probes, predict probe k, for the newest
     ``n_back`` probes. Returns the errors, each standardized by its own prediction sd (curve band and
-    the point's noise), ``n``, ``max_abs_err``, ``rms_z`` and ``coverage`` of the 90% intervals."""
-    errs, zs = [], []
+    the point's noise), ``n``, ``max_abs_err``, ``rms_z`` and ``coverage`` of the 90% intervals; ``at``
+    and ``sd``: the probes checked and those prediction sds (compare_runs weighs the laws by them)."""
+    errs, zs, at, sds = [], [], [], []
     for k in range(max(min_fit, len(x) - n_back), len(x)):
         fit = fit_law(kind, x[:k], y[:k], s[:k], **HOLDOUT_OPTIONS)
         if not usable(fit):
@@ -237,13 +238,16 @@ def backtest(kind: str, x: np.ndarray, y: np.ndarray, s: np.ndarray, n_back: int
             continue
         err = float(y[k] - mean[0])
         errs.append(err)
-        zs.append(err / math.hypot(float(sd[0]), float(s[k])))
+        at.append(k)
+        sds.append(math.hypot(float(sd[0]), float(s[k])))
+        zs.append(err / sds[-1])
     if not errs:
         return {"n": 0}
     z = np.array(zs)
     return {"n": len(errs), "errors": [round(e, 4) for e in errs], "z": [round(float(v), 3) for v in z],
             "max_abs_err": float(np.max(np.abs(errs))), "mean_abs_err": float(np.mean(np.abs(errs))),
-            "rms_z": float(np.sqrt(np.mean(z ** 2))), "coverage": float(np.mean(np.abs(z) <= 1.645))}
+            "rms_z": float(np.sqrt(np.mean(z ** 2))), "coverage": float(np.mean(np.abs(z) <= 1.645)),
+            "at": at, "sd": sds}
 
 
 # A law earns a prediction by predicting the run's own later probes: at least 2 rolling-origin checks
@@ -263,7 +267,8 @@ def trust(fit, bt: dict) -> tuple[bool, float]:
 def choose_law(x: np.ndarray, y: np.ndarray, s: np.ndarray, kinds=("log", "saturating")) -> dict:
     """Fit each candidate law, backtest it, and keep the one that predicted this run's own later
     probes best (mean absolute error; the log-law of Isik et al. on ties). Returns the chosen
-    ``kind``, its full ``fit`` and ``backtest``, and every candidate's summary."""
+    ``kind``, its full ``fit`` and ``backtest``, and every candidate's summary (with its own ``fit``
+    and ``backtest``: compare_runs mixes the candidates)."""
     cands = {kind: {"fit": fit_law(kind, x, y, s), "backtest": backtest(kind, x, y, s)} for kind in kinds}
 
     def score(kind):
@@ -274,7 +279,7 @@ def choose_law(x: np.ndarray, y: np.ndarray, s: np.ndarray, kinds=("log", "satur
 
     best = min(kinds, key=lambda k: (score(k), kinds.index(k)))
     return {"kind": best, **cands[best],
-            "candidates": {k: {"usable": usable(c["fit"]), "mae": score(k)} for k, c in cands.items()}}
+            "candidates": {k: {"usable": usable(c["fit"]), "mae": score(k), **c} for k, c in cands.items()}}
 
 
 def below_laws(x: np.ndarray, y: np.ndarray, s: np.ndarray, k: int, kinds=("log", "saturating")) -> dict | None:
