@@ -48,6 +48,7 @@ def test_clearly_better_run_ranked_first():
     assert g.ranking == [["strong"], ["weak"]]
     assert g.p("strong", "weak") > 0.95 and g.p("weak", "strong") < 0.05
     strong = g.run("strong")
+    assert len(strong.components) == 2 and len(g.run("weak").components) == 2  # still called with both laws mixed
     assert strong.source == "law" and abs(strong.mean - 26) < 1.5 and strong.low < strong.mean < strong.high
     assert g.pairs[0].called and g.pairs[0].text.startswith("strong beats weak (P ")
     assert g.recommendation.startswith("continue strong: it beats weak at 1e10 tokens (P ")
@@ -60,9 +61,40 @@ def test_crossing_curves_fit_right_where_naive_rule_is_wrong():
     early, steady = g.run("early"), g.run("steady")
     assert early.current > steady.current + 1.5  # the naive rule (rank by the current value) picks early
     assert early.law == "saturating" and steady.law == "log"
-    assert g.p("steady", "early") > 0.95
+    # 0.997 with the chosen laws alone; the log law predicts "early" as well as the saturating one does
+    # (its one-step-ahead checks cannot tell them apart), so the mixture carries its 21.8 as well: P 0.95
+    assert g.p("steady", "early") > 0.9 and g.pairs[0].called
     assert g.ranking == [["steady"], ["early"]]
     assert g.recommendation.startswith("continue steady")
+
+
+def test_laws_disagreeing_beyond_the_data_too_close_to_call():
+    # run a's probes fit the log-law and the saturating law about as well (weights 0.74 / 0.26), but at
+    # 3.3x beyond them the two differ by 3 BLEU. The log-law alone (the verdict's, "chosen") calls a
+    # over b at P 0.96, and is wrong: the truths at the budget are 23.9 and 26.1. The mixture carries
+    # the laws' disagreement and says too close to call.
+    fa, fb = log_law(7.3, 23.9, 1.34), log_law(9.15, 26.1, 1.46)
+    recs = records("a", fa, 0.4, 108) + records("b", fb, 0.4, 208)
+    assert fb(T) - fa(T) > 2
+    old = compare_runs(recs, budget_tokens=T, method="chosen").groups[0]
+    assert old.pairs[0].called and old.p("a", "b") > 0.95 and old.run("a").law == "log"
+    g = compare_runs(recs, budget_tokens=T).groups[0]
+    pair, a = g.pairs[0], g.run("a")
+    assert not pair.called and 0.6 < pair.p < 0.8 and "too close to call (P = 0.70)" in pair.text
+    assert g.recommendation.startswith("too close to call between a, b")
+    laws = {c["law"]: c for c in a.components}
+    assert set(laws) == {"log", "saturating"} and laws["saturating"]["weight"] > 0.2
+    assert laws["log"]["mean"] - laws["saturating"]["mean"] > 2.5
+    assert a.low < laws["saturating"]["mean"] < laws["log"]["mean"] < a.high  # the interval spans both laws
+    assert a.law == "log" and "mix of the log law 0.74 + saturating law 0.26; the verdict's law: log" in str(g)
+    # P over the laws' pairs, weighted: what p_beats gives
+    from scipy.stats import norm
+
+    want = sum(ca["weight"] * cb["weight"] * norm.cdf((ca["mean"] - cb["mean"]) / math.hypot(ca["sd"], cb["sd"]))
+               for ca in a.components for cb in g.run("b").components)
+    assert g.p("a", "b") == pytest.approx(want)
+    # the method before, from the same forecast: the verdict's law alone
+    assert a.chosen_only(0.9).mean == pytest.approx(old.run("a").mean) and old.run("a").components[0]["law"] == "log"
 
 
 def test_identical_laws_too_close_to_call():
@@ -86,7 +118,9 @@ def test_cross_entropy_lower_is_better_and_json():
     assert g.run("low-ce").law == "power"
     d = json.loads(json.dumps(cmp.to_dict(), allow_nan=False))
     assert d["groups"][0]["ranking"] == [["low-ce"], ["high-ce"]]
-    assert d["method"].startswith("normal approximation")
+    assert d["method"].startswith("mixture of the laws") and d["settings"]["method"] == "mixture"
+    # a loss has one candidate law (the power law): nothing to mix, one component
+    assert [c["law"] for c in d["groups"][0]["runs"][0]["components"]] == ["power"]
     assert "CE at 1e10 tokens (lower is better" in str(cmp)
     # a loss whose name says nothing: the direction given explicitly
     for r in recs:
@@ -141,6 +175,8 @@ def test_bad_input_is_a_clear_error():
         compare_runs(two, confidence=0.4)
     with pytest.raises(ValueError, match="budget_tokens must be a positive"):
         compare_runs(two, budget_tokens=-1)
+    with pytest.raises(ValueError, match="method must be one of mixture, chosen; got 'bma'"):
+        compare_runs(two, method="bma")
 
 
 @pytest.mark.skipif(not (DATA / "pythia-deduped" / "evals.csv").exists(), reason="../shared/data not present")

@@ -11,21 +11,30 @@ How each run is predicted (the verdict's own machinery, :mod:`transfer_probe.dia
 points (repeats averaged), their noise (recorded errors pooled, floored and scaled up by their excess
 scatter; without recorded errors the robust scatter of successive points), the warm-up left out, then
 the law that predicted the run's own later probes best (log-law or saturating law for scores, the
-power law for losses) with its rolling-origin backtest. As in the verdict, a law is trusted for a
+power law for losses) with its rolling-origin backtest: the verdict's law, and the run is predicted
+only when it is trusted. As in the verdict, a law is trusted for a
 prediction when it predicted at least 2 of the run's own later probes with an rms error of at most 2.5
 noise SDs, and the spread of its prediction is widened by that rms when it exceeds 1 (from 3 checks).
 
-The predictive distribution of a run at the budget is the fitted law's mean there and the standard
-deviation of the expected curve (parameter uncertainty of the fit, in whose weights and residual scale
-the measured noise enters), widened by the backtest. ``P(A beats B)`` is computed by the **normal
-approximation**: the two runs' predictions are independent normals, so ``P = Phi(d / sqrt(sd_A^2 +
-sd_B^2))`` with ``d`` the difference of the means in the better direction (higher for scores, lower for
-losses). It is the probability that A's expected score at the budget is the better one, not that a
-single noisy probe there would show it. A pair is *called* when ``P >= confidence`` (default 0.9) for
-one side; otherwise it reads "too close to call (P = 0.62)" and is not ranked. When a run has no
-trusted law but has already reached the budget, its measured point there stands in (``source =
-"measured"``). The runs' curves are assumed independent; nothing is assumed about their laws being
-the same.
+The predictive distribution of a run at the budget (``method="mixture"``, the default) **mixes the
+candidate laws**: each law's prediction is normal, with the law's mean there and the standard deviation
+of its expected curve (parameter uncertainty of the fit, in whose weights and residual scale the
+measured noise enters), widened by its own backtest; the laws are weighted by the likelihood of the
+run's own later probes under their rolling-origin (one-step-ahead) predictions, i.e. by the partial
+Bayes factor of those probes, with equal prior weights. Why: the log-law and the saturating law can fit
+a run's probes equally well and still differ, 3x beyond them, by more than either's band; the law the
+verdict chose alone (``method="chosen"``, the method before) leaves that choice out and was
+overconfident on close pairs (``benchmarks/README.md``). A law joins the mixture only with a finite
+prediction within the score's maximum and 2 checks shared with the chosen law; losses have one law
+(the power law), so nothing to mix. ``P(A beats B)`` is exact for the mixtures, the runs independent:
+``sum_ij w_Ai w_Bj Phi(d_ij / sqrt(sd_Ai^2 + sd_Bj^2))``, with ``d`` the difference of the means in the
+better direction (higher for scores, lower for losses); with one law each it is the normal
+approximation ``Phi(d / sqrt(sd_A^2 + sd_B^2))``. It is the probability that A's expected score at the
+budget is the better one, not that a single noisy probe there would show it. A pair is *called* when
+``P >= confidence`` (default 0.9) for one side; otherwise it reads "too close to call (P = 0.62)" and is
+not ranked. When a run has no trusted law but has already reached the budget, its measured point there
+stands in (``source = "measured"``). The runs' curves are assumed independent; nothing is assumed
+about their laws being the same.
 
 Limits: a law extrapolated far beyond a run's tokens can be wrong in ways its band does not show (the
 backtest checks only short steps ahead); a learning-rate schedule that anneals at the end of a run
@@ -43,7 +52,17 @@ from typing import Any
 import numpy as np
 from scipy.stats import norm
 
-from transfer_probe.compare_result import METHOD, GroupComparison, PairOdds, RunComparison, RunForecast
+from transfer_probe.compare_result import (
+    METHOD,
+    METHODS,
+    GroupComparison,
+    PairOdds,
+    RunComparison,
+    RunForecast,
+    _p,
+    _ranking,
+    _recommend,
+)
 from transfer_probe.diagnose import fits as F
 from transfer_probe.diagnose.noise import curve_noise, floor_errors, pooled_sem, resolution
 from transfer_probe.diagnose.tests import warmup_end
@@ -53,7 +72,7 @@ from transfer_probe.store import history
 from transfer_probe.text import format_tokens
 
 __all__ = ["compare_runs", "compare_histories", "compare_group", "forecast_run", "p_beats", "RunComparison",
-           "GroupComparison", "RunForecast", "PairOdds", "lower_is_better", "METHOD"]
+           "GroupComparison", "RunForecast", "PairOdds", "lower_is_better", "METHOD", "METHODS"]
 
 
 _SCORES = ("bleu", "chrf", "exact_match", "pass@1", "accuracy", "acc", "score")
@@ -87,8 +106,9 @@ def _warmup(y: np.ndarray, s: np.ndarray, base: list[float], sign: float, res: f
 
 
 def forecast_run(run_id: str, pts: list[dict], metric: str, budget: float, *, lower: bool, interval: float,
-                 base: Sequence[float] = ()) -> RunForecast:
-    """One run's :class:`RunForecast` at ``budget`` from its aggregated probe points (``history.aggregate``)."""
+                 base: Sequence[float] = (), method: str = "mixture") -> RunForecast:
+    """One run's :class:`RunForecast` at ``budget`` from its aggregated probe points (``history.aggregate``);
+    ``method``: ``"mixture"`` (the candidate laws mixed) or ``"chosen"`` (the verdict's law alone)."""
     pts = sorted((p for p in pts if p["tokens"] > 0 and math.isfinite(p["mean"].get(metric, math.nan))),
                  key=lambda p: p["tokens"])
     x = np.array([p["tokens"] for p in pts], float)
@@ -120,21 +140,71 @@ def forecast_run(run_id: str, pts: list[dict], metric: str, budget: float, *, lo
                    if n_bt else f"the {ch['kind']} law could not be checked on the run's own probes")
         return _measured(out, xs, ys, s, budget, interval)
     out.interval_scale = scale
+    beyond = budget > xs[-1]
+    chosen = _law_at(ch["kind"], fit, scale, budget, interval, ys, s, lower, metric, beyond)
+    if isinstance(chosen, str):
+        out.why = chosen
+        return _measured(out, xs, ys, s, budget, interval)
+    out.source, out.components, out._fit = "law", [chosen], fit
+    if method == "mixture":
+        out.components, out.mix_note = _mixture(ch, chosen, budget, interval, ys, s, lower, metric, beyond)
+    return out.set_components(out.components, interval)
+
+
+def _law_at(kind: str, fit, scale: float, budget: float, interval: float, ys: np.ndarray, s: np.ndarray,
+            lower: bool, metric: str, beyond: bool) -> dict | str:
+    """One law's predictive distribution at the budget: normal, the fit's mean and the sd of the expected
+    curve widened ``scale`` times by its backtest; or why it cannot be used (the verdict's own test)."""
     mean, sd = F.curve_sd(fit, np.array([budget]))
-    mean, sd = float(mean[0]), float(sd[0]) * out.interval_scale
+    mean, sd = float(mean[0]), float(sd[0]) * scale
     if not (math.isfinite(mean) and math.isfinite(sd)):
-        out.why = f"the {ch['kind']} law gives no finite prediction at {format_tokens(budget)} tokens"
-        return _measured(out, xs, ys, s, budget, interval)
+        return f"the {kind} law gives no finite prediction at {format_tokens(budget)} tokens"
     q = float(norm.ppf(0.5 + interval / 2))
-    # the verdict's own test of a usable prediction: a compared run is trusted as its verdict trusts it
     problem = F.prediction_problem(mean, mean - q * sd, mean + q * sd, ys, s,
-                                   ceiling=F.score_ceiling(ys, lower, metric), beyond_data=budget > xs[-1])
+                                   ceiling=F.score_ceiling(ys, lower, metric), beyond_data=beyond)
     if problem is not None:
-        out.why = problem
-        return _measured(out, xs, ys, s, budget, interval)
-    out.mean, out.sd, out.low, out.high = mean, sd, mean - q * sd, mean + q * sd
-    out.source, out._fit = "law", fit
-    return out
+        return problem
+    return {"law": kind, "weight": 1.0, "mean": mean, "sd": sd, "scale": scale, "fit": fit}
+
+
+def _mixture(ch: dict, chosen: dict, budget: float, interval: float, ys: np.ndarray, s: np.ndarray, lower: bool,
+             metric: str, beyond: bool) -> tuple[list[dict], str]:
+    """The candidate laws' predictive distributions at the budget, mixed: each law weighted by the
+    likelihood of the run's own later probes under its rolling-origin predictions (the backtest's
+    one-step-ahead normals, on the probes both laws were checked on), i.e. by the partial Bayes factor
+    the later probes give; equal prior weights. A law joins only with a usable prediction of its own
+    (finite, within the score's maximum) and at least 2 shared checks; the note says which laws were
+    mixed or why not."""
+    comps, left = [chosen], []
+    bt0 = ch["backtest"]
+    for kind, c in ch["candidates"].items():
+        if kind == chosen["law"]:
+            continue
+        bt = c["backtest"]
+        shared = sorted(set(bt0.get("at", ())) & set(bt.get("at", ())))
+        if not c["usable"] or len(shared) < F.TRUST_MIN_CHECKS:
+            left.append(f"the {kind} law " + (F.why(c["fit"]) if not c["usable"] else
+                                               f"was checked on {len(shared)} of the same later probes"))
+            continue
+        # no width test for the other law: a wide prediction is the model uncertainty the mix carries
+        other = _law_at(kind, c["fit"], F.trust(c["fit"], bt)[1], budget, interval, ys, s, lower, metric, False)
+        if isinstance(other, str):
+            left.append(f"the {kind} law left out: {other}")
+            continue
+        loglik = np.array([_loglik(bt0, shared), _loglik(bt, shared)])
+        w = np.exp(loglik - loglik.max())
+        w /= w.sum()
+        comps = [{**chosen, "weight": float(w[0])}, {**other, "weight": float(w[1])}]
+    note = ("laws mixed by how well each predicted the run's later probes" if len(comps) > 1
+            else f"{chosen['law']} law alone" + (f" ({'; '.join(left)})" if left else ""))
+    return comps, note
+
+
+def _loglik(bt: dict, at: list[int]) -> float:
+    """Log density of the run's probes ``at`` under the backtest's one-step-ahead predictions."""
+    i = [bt["at"].index(k) for k in at]
+    z, sd = np.asarray(bt["z"], float)[i], np.asarray(bt["sd"], float)[i]
+    return float(np.sum(norm.logpdf(z) - np.log(sd)))
 
 
 def _measured(out: RunForecast, x: np.ndarray, y: np.ndarray, s: np.ndarray, budget: float,
@@ -147,11 +217,9 @@ def _measured(out: RunForecast, x: np.ndarray, y: np.ndarray, s: np.ndarray, bud
     i = int(near[np.argmin(np.abs(np.log(x[near] / budget)))])
     if not math.isfinite(s[i]):
         return out
-    q = float(norm.ppf(0.5 + interval / 2))
-    out.mean, out.sd = float(y[i]), float(s[i])
-    out.low, out.high, out.source = out.mean - q * out.sd, out.mean + q * out.sd, "measured"
+    out.source = "measured"
     out.why = f"no trusted law ({out.why}); the measured probe at {format_tokens(x[i])} tokens stands in"
-    return out
+    return out.set_components([{"law": None, "weight": 1.0, "mean": float(y[i]), "sd": float(s[i])}], interval)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,13 +228,18 @@ def _measured(out: RunForecast, x: np.ndarray, y: np.ndarray, s: np.ndarray, bud
 
 
 def p_beats(a: RunForecast, b: RunForecast, higher: bool = True) -> float | None:
-    """P(run ``a``'s expected score at the budget is better than ``b``'s): the normal approximation of
-    :data:`METHOD`. None when either has no prediction."""
+    """P(run ``a``'s expected score at the budget is better than ``b``'s), the runs independent: over each
+    pair of their laws' normal components, weighted, ``Phi(d / sqrt(sd_a^2 + sd_b^2))`` (one component
+    each: the normal approximation of the chosen laws). None when either has no prediction."""
     if not (a.predicted and b.predicted):
         return None
-    d = (a.mean - b.mean) * (1.0 if higher else -1.0)
-    sd = math.hypot(a.sd, b.sd)
-    return float(norm.cdf(d / sd)) if sd > 0 else (1.0 if d > 0 else 0.0 if d < 0 else 0.5)
+    p = 0.0
+    for ca in a.components or [{"weight": 1.0, "mean": a.mean, "sd": a.sd}]:
+        for cb in b.components or [{"weight": 1.0, "mean": b.mean, "sd": b.sd}]:
+            d = (ca["mean"] - cb["mean"]) * (1.0 if higher else -1.0)
+            sd = math.hypot(ca["sd"], cb["sd"])
+            p += ca["weight"] * cb["weight"] * (float(norm.cdf(d / sd)) if sd > 0 else float(d > 0) + 0.5 * (d == 0))
+    return p
 
 
 def _pairs(runs: list[RunForecast], higher: bool, confidence: float) -> list[PairOdds]:
@@ -188,57 +261,14 @@ def _pairs(runs: list[RunForecast], higher: bool, confidence: float) -> list[Pai
     return out
 
 
-def _p(p: float) -> str:
-    """"= 0.62", "= 0.997", "> 0.999": two decimals, three near 1, never a bare 1.00."""
-    return "> 0.999" if p > 0.9995 else f"= {p:.3f}" if p > 0.995 else f"= {p:.2f}"
-
-
-def _ranking(runs: list[RunForecast], pairs: list[PairOdds], higher: bool) -> list[list[str]]:
-    """Tiers, best first: a run opens a new tier only when every run of the current tier beats it."""
-    beats = {(p.better, p.other) for p in pairs if p.called}
-    order = sorted((r for r in runs if r.predicted), key=lambda r: -r.mean if higher else r.mean)
-    tiers: list[list[str]] = []
-    for r in order:
-        if tiers and not all((t, r.run_id) in beats for t in tiers[-1]):
-            tiers[-1].append(r.run_id)
-        else:
-            tiers.append([r.run_id])
-    return tiers
-
-
-def _recommend(tiers: list[list[str]], pairs: list[PairOdds], unranked: list[str], budget: float,
-               runs: list[RunForecast]) -> str:
-    at = f"at {format_tokens(budget)} tokens"
-    if not tiers:
-        return f"no recommendation: no run has a prediction {at} (" + "; ".join(
-            f"{r.run_id}: {r.why}" for r in runs) + ")"
-    odds = {(p.better, p.other): p.p for p in pairs if p.p is not None}
-    top, rest = tiers[0], [r for t in tiers[1:] for r in t]
-    if len(top) == 1:
-        text = f"continue {top[0]}"
-        if rest:
-            weakest = min(rest, key=lambda r: odds[(top[0], r)])
-            text += (f": it beats {', '.join(rest)} {at} (P {_p(odds[(top[0], weakest)])}"
-                     + (f" against {weakest})" if len(rest) > 1 else ")"))
-    else:
-        close = [f"{a} vs {b} P {_p(odds.get((a, b), odds.get((b, a), 0.5)))}"
-                 for i, a in enumerate(top) for b in top[i + 1:]]
-        text = (f"too close to call between {', '.join(top)} {at} ({'; '.join(close)}): continue "
-                f"{'both' if len(top) == 2 else 'them'}, or probe more before choosing")
-        if rest:
-            text += f"; drop {', '.join(rest)} (beaten)"
-    if unranked:
-        text += f"; {', '.join(unranked)}: no prediction, not compared"
-    return text
-
-
 def compare_group(task: str, df: Any, run_points: Mapping[str, list[dict]], base: Sequence[float], metric: str,
-                  budget: float | None, *, higher: bool, interval: float, confidence: float) -> GroupComparison:
+                  budget: float | None, *, higher: bool, interval: float, confidence: float,
+                  method: str = "mixture") -> GroupComparison:
     """The runs of one (task, D_f) group: ``run_points`` maps each run to its aggregated probe points."""
     if budget is None:  # the furthest any run has got: no run is compared beyond what another has seen
         budget = max(max(p["tokens"] for p in pts) for pts in run_points.values())
-    runs = [forecast_run(rid, pts, metric, float(budget), lower=not higher, interval=interval, base=base)
-            for rid, pts in run_points.items()]
+    runs = [forecast_run(rid, pts, metric, float(budget), lower=not higher, interval=interval, base=base,
+                         method=method) for rid, pts in run_points.items()]
     pairs = _pairs(runs, higher, confidence)
     tiers = _ranking(runs, pairs, higher)
     unranked = [r.run_id for r in runs if not r.predicted]
@@ -261,7 +291,7 @@ def compare_group(task: str, df: Any, run_points: Mapping[str, list[dict]], base
 def compare_runs(records: Iterable[Mapping[str, Any]] | Mapping[str, Iterable[Mapping[str, Any]]],
                  budget_tokens: float | None = None, *, metric: str | None = None,
                  higher_is_better: bool | None = None, confidence: float = 0.9, interval: float = 0.9,
-                 task: str | None = None, finetune_size: Any = None) -> RunComparison:
+                 task: str | None = None, finetune_size: Any = None, method: str = "mixture") -> RunComparison:
     """Compare several runs' predicted scores at a common budget, per (task, D_f) group.
 
     ``records``: probe records of two or more runs (told apart by ``run_id``), e.g. several history
@@ -270,11 +300,15 @@ def compare_runs(records: Iterable[Mapping[str, Any]] | Mapping[str, Iterable[Ma
     any run has reached). ``metric``: default the first score recorded (bleu, chrf, exact_match,
     pass@1, accuracy), else ``cross_entropy``, else the only metric recorded; its direction is read from its name
     (:func:`lower_is_better`) unless ``higher_is_better`` says. A pair is called at ``P >= confidence``.
+    ``method``: ``"mixture"`` (default: each run's candidate laws mixed, weighted by their backtest) or
+    ``"chosen"`` (the verdict's law alone, as before; narrower, overconfident on close pairs).
 
     Raises ``ValueError`` for fewer than two runs, an unknown metric, or bad settings.
     """
     if not 0.5 < confidence < 1:
         raise ValueError(f"confidence must be in (0.5, 1): the probability at which a pair is called; got {confidence!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if not 0 < interval < 1:
         raise ValueError(f"interval must be in (0, 1), got {interval!r}")
     if budget_tokens is not None and not (math.isfinite(float(budget_tokens)) and float(budget_tokens) > 0):
@@ -296,10 +330,10 @@ def compare_runs(records: Iterable[Mapping[str, Any]] | Mapping[str, Iterable[Ma
     groups = []
     for (t, df), (run_points, base) in _grouped(recs, metric).items():
         groups.append(compare_group(t, df, run_points, base, metric, budget_tokens, higher=higher,
-                                    interval=interval, confidence=confidence))
+                                    interval=interval, confidence=confidence, method=method))
     settings = {"budget_tokens": budget_tokens, "metric": metric, "higher_is_better": higher,
-                "confidence": confidence, "interval": interval, "runs": runs}
-    return RunComparison(groups, settings)
+                "confidence": confidence, "interval": interval, "runs": runs, "method": method}
+    return RunComparison(groups, settings, METHODS[method])
 
 
 def _labelled(records) -> list[dict]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_probe.report_fits import LAW_NAMES
+from transfer_probe.report_fits import LAW_NAMES, SHORT_NAMES
 from transfer_probe.report_html import esc, figure, html_table
 from transfer_probe.store.history import group_key
 from transfer_probe.text import format_tokens, label
@@ -69,13 +69,16 @@ def _which_run_group(g, verdict_laws: dict) -> str:
     head = (f"<h3>{esc(g.task)} &middot; D<sub>f</sub>={esc(g.finetune_size)}: {esc(L)} at {format_tokens(g.budget)} tokens "
             f"({way} is better; {g.interval:.0%} intervals)</h3>")
     fig = figure(runs_figure(series, g.budget, L), f"{len(g.runs)} runs' {L}, their laws and predictions at the budget",
-                  "<br>solid: the run's law over its probes; dashed: beyond its newest probe",
+                  "<br>solid: the run's law over its probes (where its prediction mixes two laws, their weighted mean); "
+                  "dashed: beyond its newest probe",
                   f" data-compare='{esc(g.task)}'")
     rows = []
     for rf in g.runs:
         pred = f"{rf.mean:.3g} [{rf.low:.3g}, {rf.high:.3g}]" if rf.predicted else f"none: {rf.why}"
-        law = (LAW_NAMES.get(rf.law, rf.law or "") + (f", widened x{rf.interval_scale:.2g}" if rf.interval_scale > 1 else "")
-               if rf.source == "law" else "")
+        law = ("" if rf.source != "law" else
+               "mix of " + " + ".join(f"{SHORT_NAMES.get(c['law'], c['law'])} {c['weight']:.2f}" for c in rf.components)
+               + f" (the verdict's: {SHORT_NAMES.get(rf.law, rf.law)})" if rf.mixes else
+               LAW_NAMES.get(rf.law, rf.law or "") + (f", widened x{rf.interval_scale:.2g}" if rf.interval_scale > 1 else ""))
         rows.append([rf.run_id, format_tokens(rf.tokens), f"{rf.current:.3g}", pred, law, rf.source or "",
                      verdict_laws.get(rf.run_id, "")])
     table = html_table(["run", "tokens", f"current {L}", f"predicted at {format_tokens(g.budget)} [interval]", "law", "source",
