@@ -1,13 +1,17 @@
 """compare_runs backtested as a decision: from the first 30% / 50% of the tokens, is the final order
 of each pair of runs predicted right, against the naive rule (rank by the current value)?
 
-    python benchmarks/bench_compare.py --part pythia      # ~45 s
-    python benchmarks/bench_compare.py --part olmo        # ~2 min
-    python benchmarks/bench_compare.py --part synthetic   # ~2 min (--pairs 50: 50 crossing + 50 not)
+    python benchmarks/bench_compare.py --part pythia      # ~20 s
+    python benchmarks/bench_compare.py --part olmo        # ~2.5 min
+    python benchmarks/bench_compare.py --part synthetic   # ~1.5 min (--pairs 50: 50 crossing + 50 not)
 
 A pair (A, B) is compared at a common budget T: both runs are cut at frac x T tokens (frac = 0.3,
-0.5), each cut run gets ``compare.forecast_run`` at T (the verdict's chosen law, backtest-widened) and
-``p_beats`` gives P(A beats B). The naive rule ranks by the newest value of each cut run. The truth
+0.5), each cut run gets ``compare.forecast_run`` at T and ``p_beats`` gives P(A beats B), by both
+methods side by side from the same fits: ``mixture`` (the default: the candidate laws mixed, weighted
+by their backtest) and ``chosen`` (the verdict's law alone, backtest-widened: the method before; its
+forecast is ``RunForecast.chosen_only``, what ``method="chosen"`` gives). The naive rule ranks by the
+newest value of each cut run. A calibration table bins the predicted P (of the side predicted better)
+against the share of pairs whose final order it got right. The truth
 is the measured value at T (real data; for a run longer than T, its curve interpolated in log tokens
 at T) or the true curve at T (synthetic). ``gap_sd`` = |truth_A - truth_B| / sqrt(sd_A^2 + sd_B^2),
 with sd the run's noise (recorded standard error at the end of the run; without one, the robust
@@ -74,6 +78,8 @@ class Run:
 
 
 _CACHE: dict = {}
+METHODS = ("chosen", "mixture")
+BINS = (0.5, 0.7, 0.9, 0.97, 1.0 + 1e-12)
 
 
 def forecast(run: Run, cut: float, T: float, metric: str, lower: bool):
@@ -92,11 +98,15 @@ def judge(a: Run, b: Run, T: float, metric: str, lower: bool, truth=None, **tags
     rows = []
     for frac in FRACS:
         (fa, na), (fb, nb) = forecast(a, frac * T, T, metric, lower), forecast(b, frac * T, T, metric, lower)
-        p = p_beats(fa, fb, higher=not lower) if fa is not None and fb is not None else None
+        both = fa is not None and fb is not None
+        p = p_beats(fa, fb, higher=not lower) if both else None
+        p_old = p_beats(fa.chosen_only(0.9), fb.chosen_only(0.9), higher=not lower) if both else None
         rows.append({**tags, "frac": frac, "metric": metric, "a_better": sign * (ta - tb) > 0,
                      "gap_sd": abs(ta - tb) / math.hypot(a.noise, b.noise),
                      "naive_a": sign * (na - nb) > 0 if math.isfinite(na) and math.isfinite(nb) else None,
-                     "p": p, "extrap": T / max(a.x[a.x <= frac * T].max(initial=1.0), 1.0)})
+                     "p": p, "p_chosen": p_old, "p_mixture": p,
+                     "mixed": both and (len(fa.components) > 1 or len(fb.components) > 1),
+                     "extrap": T / max(a.x[a.x <= frac * T].max(initial=1.0), 1.0)})
     return rows
 
 
@@ -192,11 +202,12 @@ def synthetic(n_pairs: int, seed: int = 0) -> list[dict]:
 # ---------------------------------------------------------------------------------------------- summary
 
 
-def summarize(rows: list[dict], confidence: float = CONFIDENCE) -> pd.DataFrame:
+def summarize(rows: list[dict], confidence: float = CONFIDENCE, method: str = "mixture") -> pd.DataFrame:
     """Per (data, frac, gap class): naive accuracy, the fit's forced order (its mean; naive where it has
     no prediction), the rate of calls at P >= confidence, their accuracy, naive accuracy on the same
-    pairs, the rate of 'too close to call' and of no prediction."""
+    pairs, the rate of 'too close to call' and of no prediction; P by ``method``."""
     r = pd.DataFrame(rows)
+    r["p"] = r[f"p_{method}"]
     r["gap"] = np.where(r.gap_sd > 2, "> 2 sd", "<= 2 sd")
     has_p = r.p.notna()
     pa = r.p.astype(float)
@@ -213,10 +224,56 @@ def summarize(rows: list[dict], confidence: float = CONFIDENCE) -> pd.DataFrame:
     return out.round(3)
 
 
+def by_kind(r: pd.DataFrame) -> pd.DataFrame:
+    """Per (data, kind, frac): naive accuracy, and each method's rate of calls and their accuracy."""
+    r = r.assign(naive_ok=r.naive_a.astype(bool) == r.a_better)
+    for m in METHODS:
+        pa = r[f"p_{m}"].astype(float)
+        r[f"ok_{m}"] = np.where(pa >= CONFIDENCE, r.a_better, np.where(pa <= 1 - CONFIDENCE, ~r.a_better, np.nan))
+    return r.groupby(["data", "kind", "frac"]).apply(lambda g: pd.Series({
+        "pairs": len(g), "naive": g.naive_ok.mean(),
+        **{f"{k} {m}": v for m in METHODS for k, v in (("called", g[f"ok_{m}"].notna().mean()),
+                                                      ("acc.", g[f"ok_{m}"].mean()))}}),
+        include_groups=False).round(3)
+
+
+def calibration(rows: list[dict]) -> pd.DataFrame:
+    """Per data set, method and bin of P (of the side predicted better): pairs, mean P, share right;
+    every cut and gap class together."""
+    r = pd.DataFrame(rows)
+    out = []
+    for method in METHODS:
+        p = r[f"p_{method}"].astype(float)
+        ok = p.notna()
+        d = pd.DataFrame({"data": r.data[ok], "method": method, "p": np.maximum(p[ok], 1 - p[ok]),
+                          "right": (p[ok] >= 0.5) == r.a_better[ok]})
+        d["P bin"] = pd.cut(d.p, BINS, right=False, labels=["0.5-0.7", "0.7-0.9", "0.9-0.97", ">= 0.97"])
+        out.append(d)
+    d = pd.concat(out)
+    return d.groupby(["data", "P bin", "method"], observed=True).agg(
+        pairs=("right", "size"), mean_P=("p", "mean"), share_right=("right", "mean")).round(3).unstack("method")
+
+
+def close_calls(rows: list[dict]) -> pd.DataFrame:
+    """Pairs with a final gap <= 2 sd called at P >= 0.9: how many and the share right, per data set,
+    scores (two laws to mix) apart from losses (one law: the power law), each method."""
+    r = pd.DataFrame(rows)
+    r = r.assign(metric_kind=np.where(r.metric.str.contains("bpb|ce"), "loss", "score"))[r.gap_sd <= 2]
+    out = {}
+    for m in METHODS:
+        p = r[f"p_{m}"].astype(float)
+        call = (p >= CONFIDENCE) | (p <= 1 - CONFIDENCE)
+        d = r[call].assign(right=(p[call] >= 0.5) == r.a_better[call])
+        out[f"calls {m}"] = d.groupby(["data", "metric_kind"]).size()
+        out[f"right {m}"] = d.groupby(["data", "metric_kind"]).right.mean()
+    return pd.DataFrame(out).round(3)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--part", choices=("pythia", "olmo", "synthetic", "all"), default="all")
     ap.add_argument("--pairs", type=int, default=50, help="synthetic pairs of each kind (crossing, not)")
+    ap.add_argument("--seed", type=int, default=0, help="synthetic pairs' seed (another seed: a held-out set)")
     ap.add_argument("--olmo-metrics", default=",".join(OLMO_METRICS))
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -228,21 +285,21 @@ def main() -> None:
     if args.part in ("olmo", "all"):
         rows += olmo(tuple(args.olmo_metrics.split(",")))
     if args.part in ("synthetic", "all"):
-        rows += synthetic(args.pairs)
+        rows += synthetic(args.pairs, args.seed)
     pd.set_option("display.width", 200)
-    print(summarize(rows).to_string())
+    for method in METHODS:
+        print(f"\nmethod {method}:")
+        print(summarize(rows, method=method).to_string())
+    print("\ncalibration: predicted P of the side predicted better, binned, against the share right")
+    print(calibration(rows).to_string())
+    print("\ncalls at P >= 0.9 on pairs with a final gap <= 2 sd (every cut):")
+    print(close_calls(rows).to_string())
     r = pd.DataFrame(rows)
-    by = ["data", "kind", "frac"]
-    r["naive_ok"] = r.naive_a.astype(bool) == r.a_better
-    pa = r.p.astype(float)
-    r["called_ok"] = np.where(pa >= CONFIDENCE, r.a_better, np.where(pa <= 1 - CONFIDENCE, ~r.a_better, np.nan))
+    print(f"\npairs where a run's forecast mixes two laws: {r.mixed.mean():.3f}")
     print("\nby kind of pair (gap > 2 sd):")
-    big = r[r.gap_sd > 2]
-    print(big.groupby(by).apply(lambda g: pd.Series({
-        "pairs": len(g), "naive": g.naive_ok.mean(), "called": g.called_ok.notna().mean(),
-        "acc. when called": g.called_ok.mean()}), include_groups=False).round(3).to_string())
+    print(by_kind(r[r.gap_sd > 2]).to_string())
     for c in (0.8, 0.95):
-        s = summarize(rows, c)
+        s = summarize(rows, c)  # the default method
         print(f"\nat confidence {c} (gap > 2 sd): called / accuracy when called")
         print(s.xs("> 2 sd", level="gap")[["called", "acc. when called"]].to_string())
     print(f"\n{len(rows)} decisions in {time.time() - t0:.0f} s")
