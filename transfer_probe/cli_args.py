@@ -153,7 +153,8 @@ def _add_compare(sub) -> None:
         "compare", formatter_class=_formatter,
         help="which run to continue: the runs' predicted scores at a common budget, P(A beats B), a ranking",
         description="Compare pre-training runs on the same downstream task: each run's predicted score at a\n"
-        "common budget (the law the verdict chose, its interval widened by the run's own backtest), the\n"
+        "common budget (its candidate laws mixed, each weighted by how well it predicted the run's own\n"
+        "later probes, its interval widened by that backtest), the\n"
         "probability that each run beats each other one there, a ranking and a recommendation. A pair it\n"
         "cannot separate reads 'too close to call (P = ...)'.",
         epilog="examples:\n"
