@@ -189,10 +189,9 @@ class _Law:
         run on to convergence, then least_squares through lmfit from there (kept when it is no worse).
         Returns ``(theta, MinimizerResult)``."""
         lo, hi = P.lo, P.hi
-        starts = np.clip(self._starts(P.X, P.y, P.ref), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
-        with np.errstate(all="ignore"):
-            cost = huber_cost((self._logf(starts, P.X, P.ref) - P.ly) / P.s, P.f_scale)
-        cost = np.where(np.isfinite(cost), cost, np.inf)
+        some = P.start_points()
+        starts = np.clip(self._starts(P.X[..., some], P.y[some], P.ref), lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo))
+        cost = P.start_costs(starts)
         best, best_cost = None, np.inf
         order = np.argsort(cost)[: self.options["n_starts"]]
         for i in order:
