@@ -96,3 +96,74 @@ def test_report_size_does_not_grow_with_the_number_of_lines(big, tmp_path):
     assert page.count("data:image/png;base64,") == 8 + 2  # 4 groups x 2 plots, data transferred per task (2 D_f)
     assert "more distinct log lines (not shown)" in page  # 50 failed probes per group: 40 shown
     assert sizes[1] < 1.15 * sizes[0], sizes
+
+
+# --- plain tables (CSV): columns, not a dict per row ------------------------------------------------
+
+
+def _table(path, rows, distinct=False, seed=0):
+    """``rows`` CSV rows of tokens, bleu, cross_entropy, pretrained: repeats of 20 points and a baseline,
+    or (``distinct``) a dense curve with a token count per row."""
+    import math
+    import random
+
+    rng = random.Random(seed)
+    pts = [0.0] + [1e6 * 1000 ** (i / 19) for i in range(20)]
+    with open(path, "w") as fh:
+        fh.write("tokens,bleu,cross_entropy,pretrained\n")
+        for i in range(rows):
+            t = 1e6 * 1000 ** (i / rows) if distinct else pts[i % len(pts)]
+            bleu = 3.0 if t == 0 else math.log(2e-3 * t ** 0.6) ** 1.6
+            ce = 3.0 if t == 0 else 1.2 + 40.0 / t ** 0.3
+            fh.write(f"{t!r},{bleu + rng.gauss(0, 0.4)!r},{ce + rng.gauss(0, 0.002)!r},{'false' if t == 0 else 'true'}\n")
+
+
+def test_a_csv_table_is_held_as_columns_and_reads_as_the_rows_it_holds(tmp_path):
+    import csv
+
+    path = tmp_path / "t.csv"
+    path.write_text("tokens,bleu,note,sem\n1e6,10.5,a,\n2e6,,b,0.3\n3e6,12.0,a,0.2\n\n4e6\n")
+    old = [{k: (None if v in ("", None) else (float(v) if k != "note" else v)) for k, v in r.items()}
+           for r in csv.DictReader(path.open())]  # what the list-of-dicts reader gave
+    table = load_table(path)
+    assert table == old and list(table) == old and table[1] == old[1] and table[-1] == old[-1]
+    assert table[1:3] == old[1:3] and len(table) == 4
+    assert [None if x != x else x for x in table.floats("sem").tolist()] == [None, 0.3, 0.2, None]
+    assert table.floats("note").tolist() != table.floats("note").tolist()  # all NaN: text is not a number
+    big = tmp_path / "big.csv"
+    _table(big, 200_000)
+    tracemalloc.start()
+    try:
+        rows = load_table(big)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a list of dicts held ~300 bytes a row; the columns hold ~33 (3 float columns, one shared text)
+    assert len(rows) == 200_000 and peak < 120 * len(rows), f"{peak / len(rows):.0f} bytes a row"
+
+
+def test_table_rows_sharing_tokens_are_repeats_and_a_dense_curve_is_refused_early(tmp_path):
+    """diagnose_rows aggregates repeats while reading (the verdict equals the one from every row's
+    record); a table whose every row is its own point is refused at point 1001, before 10^5 points
+    are built, with what to do instead."""
+    path = tmp_path / "rep.csv"
+    _table(path, 4200)
+    rows = load_table(path)
+    v = dg.diagnose_rows(rows)
+    records = [dg.api._row_record(i, r, "tokens", "bleu", "cross_entropy", "table") for i, r in enumerate(rows)]
+    _assert_same(v.to_dict(), dg.diagnose(records).to_dict())
+    assert v.status == "aligned" and v.n_points == 20
+    dense = tmp_path / "dense.csv"
+    _table(dense, 100_000, distinct=True)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"more than 1000 probe points by row 1002 .* dense curve"):
+            dg.diagnose_rows(load_table(dense))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 30e6
+    recs = [{"task": "t", "finetune_size": 1, "tokens": 1e6 + i, "metrics": {"bleu": 1.0}} for i in range(1001)]
+    with pytest.raises(ValueError, match="has 1001 probe points"):
+        dg.diagnose(recs)
+    assert laws.fit_rows(load_table(dense), x="tokens", y="bleu", law="log").ok  # fit takes a dense curve

@@ -13,6 +13,7 @@ from transfer_probe.laws.registry import get_law
 from transfer_probe.laws.result import FitResult
 from transfer_probe.laws.transfer import TransferLaw
 from transfer_probe.store.records import is_history
+from transfer_probe.store.tables import Table
 
 # --------------------------------------------------------------------------------------------------
 # fitting rows of a history file or of any table (the CLI's entry point)
@@ -61,14 +62,14 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
     >>> fit_rows(rows, x="tokens", y="loss", law="power").ok
     True
     """
-    rows = rows if isinstance(rows, list) else list(rows)
+    rows = rows if isinstance(rows, list | Table) else list(rows)
     if not rows:
         raise ValueError("no rows to fit: the file is empty")
     law_cls = get_law(law)
     if _is_history(rows):
         return _fit_history(rows, x, y, law, law_cls, task=task, finetune_size=finetune_size, weights=weights,
                             at_tokens=at_tokens, **options)
-    available = sorted({k for r in rows for k in r})
+    available = sorted(rows.names) if isinstance(rows, Table) else sorted({k for r in rows for k in r})
     if isinstance(x, str) and "," in x:  # the CLI's --x N,D names both columns
         x = tuple(part.strip() for part in x.split(","))
     if getattr(law_cls, "ndim", 1) == 2 and isinstance(x, str):
@@ -84,7 +85,7 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
         if not any(c in r for r in rows):
             raise ValueError(f"column {c!r} not found; available columns: {', '.join(available)}")
     # Column by column into arrays: no per-row list (a 10^6-row table would hold ~150 MB of them).
-    arr = np.column_stack([np.fromiter((_num(r.get(c)) for r in rows), dtype=float, count=len(rows)) for c in cols])
+    arr = np.column_stack([_column(rows, c) for c in cols])
     arr = arr[np.all(np.isfinite(arr), axis=1)]
     if not len(arr):
         raise ValueError(f"no row has numeric values in all of {cols}")
@@ -92,6 +93,13 @@ def fit_rows(rows: Iterable[Mapping[str, Any]], x: str | Sequence[str] = "tokens
     ys = arr[:, len(names)]
     sg = arr[:, len(names) + 1] if sigma else None
     return law_cls(**options).fit(xs, ys, sg)
+
+
+def _column(rows, name: str) -> np.ndarray:
+    """One column as floats (NaN where a cell is missing or not a number)."""
+    if isinstance(rows, Table):
+        return rows.floats(name)
+    return np.fromiter((_num(r.get(name)) for r in rows), dtype=float, count=len(rows))
 
 
 def _fit_history(rows, x, y, law_name, law_cls, *, task, finetune_size, weights, at_tokens, **options) -> FitResult:

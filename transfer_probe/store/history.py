@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,8 +299,9 @@ def _raise_malformed(path, bad: list[tuple[int, str]], n: int) -> None:
     raise MalformedRecords(f"{path}:{line}: {why}{more}; fix or remove these records")
 
 
-def load_table(path: str | os.PathLike) -> list[dict]:
-    """Read any CSV / TSV / JSON Lines / JSON-array file into a list of row dicts.
+def load_table(path: str | os.PathLike) -> Sequence[dict]:
+    """Read any CSV / TSV / JSON Lines / JSON-array file into a sequence of row dicts (a list; for
+    CSV / TSV a :class:`~transfer_probe.store.tables.Table`, which holds columns).
 
     Used by the CLI so ``fit`` and ``diagnose`` work on files that are not history files. Numbers in
     CSV cells are converted to float where they parse (:mod:`transfer_probe.store.tables`); JSON Lines

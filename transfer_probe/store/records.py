@@ -22,6 +22,8 @@ __all__ = ["examples", "finetune_examples", "is_history", "probe_records", "grou
 
 def is_history(rows: Iterable[Mapping[str, Any]]) -> bool:
     """Whether rows are history records (a ``metrics`` object per probe) rather than a plain table."""
+    if getattr(rows, "names", None) is not None and hasattr(rows, "floats"):  # a CSV Table: cells are never objects
+        return False
     return any(isinstance(r.get("metrics"), Mapping) for r in rows)
 
 

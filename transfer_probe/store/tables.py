@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TABLE_SUFFIXES", "JSON_SUFFIXES", "is_json_array", "read_json_array", "read_csv"]
+__all__ = ["TABLE_SUFFIXES", "JSON_SUFFIXES", "Table", "is_json_array", "read_json_array", "read_csv"]
 
 JSON_SUFFIXES = frozenset({".jsonl", ".ndjson", ".json"})
 TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".txt"})
@@ -31,9 +34,116 @@ def read_json_array(path: Path) -> list[dict]:
     return rows
 
 
-def read_csv(path: Path) -> list[dict]:
-    """A CSV / TSV file (``.txt``: whichever of tab and comma the first 4 kB hold more of) as row dicts,
-    numbers converted to float where they parse, empty cells ``None``."""
+class Table(Sequence):
+    """The rows of a CSV / TSV file, held as columns: a sequence of row dicts built when asked for.
+
+    A list of 10^6 row dicts of three numbers holds ~300 MB; here a column of numbers is an
+    ``array('d')`` (8 bytes a cell, with a mask for empty cells) and a column of text a list whose
+    repeated values are one object, ~30 MB for the same table. Indexing and iteration give plain
+    ``dict`` rows, every column present (``None`` for an empty cell), as the list of dicts did, and a
+    table equals a list holding the same rows. Code that wants numbers takes a whole column with
+    :meth:`floats`.
+    """
+
+    def __init__(self, names: Sequence[str], columns: Sequence[Sequence]):
+        cols = dict(zip(names, columns, strict=True))  # a repeated header name: the last column, as csv.DictReader
+        self.names = list(cols)
+        first = columns[0] if columns else ()
+        self._n = len(first[0]) if isinstance(first, tuple) else len(first)
+        self._columns = {k: v if isinstance(v, tuple) else _compact(v) for k, v in cols.items()}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("table row index out of range")
+        return {k: _cell(c, i) for k, c in self._columns.items()}
+
+    def __iter__(self) -> Iterator[dict]:
+        cols = list(self._columns.items())
+        for i in range(self._n):
+            yield {k: _cell(c, i) for k, c in cols}
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Table | list):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # compared by value, as the list it replaces
+
+    def floats(self, name: str):
+        """One column as a float array, NaN where a cell is empty or not a number (``KeyError`` for a
+        name the table does not have)."""
+        import numpy as np
+
+        col = self._columns[name]
+        if isinstance(col, tuple):
+            return np.frombuffer(col[0], dtype=float).copy()
+        out = np.full(self._n, np.nan)
+        for i, v in enumerate(col):
+            if isinstance(v, float):
+                out[i] = v
+        return out
+
+    def __repr__(self) -> str:
+        return f"Table({self._n} rows; columns: {', '.join(self.names)})"
+
+
+class _Column:
+    """One column while a file is read: floats straight into an ``array('d')`` (the usual case, no
+    float object kept per cell), turned into a list at the first cell that is text."""
+
+    def __init__(self) -> None:
+        self.values: array | list = array("d")
+        self.empty: bytearray | None = None
+        self.n = 0
+
+    def append(self, v) -> None:
+        if isinstance(self.values, array):
+            if isinstance(v, float):
+                self.values.append(v)
+            elif v is None:
+                if self.empty is None:
+                    self.empty = bytearray(self.n)
+                self.values.append(math.nan)
+            else:
+                self.values = [_cell((self.values, self.empty), i) for i in range(self.n)]
+                self.values.append(v)
+            if self.empty is not None:
+                self.empty.append(v is None)
+        else:
+            self.values.append(v)
+        self.n += 1
+
+    def done(self) -> tuple | list:
+        return (self.values, self.empty) if isinstance(self.values, array) else _compact(self.values)
+
+
+def _compact(values: Sequence) -> tuple | list:
+    """A column of floats and empty cells as ``(array('d'), mask of empty cells or None)``; any other
+    column as a list, each repeated value one object."""
+    if all(v is None or isinstance(v, float) for v in values):
+        empty = bytearray(v is None for v in values) if any(v is None for v in values) else None
+        return array("d", (math.nan if v is None else v for v in values)), empty
+    seen: dict = {}
+    return [seen.setdefault(v, v) if isinstance(v, str) else v for v in values]
+
+
+def _cell(col: tuple | list, i: int):
+    if isinstance(col, list):
+        return col[i]
+    values, empty = col
+    return None if empty is not None and empty[i] else values[i]
+
+
+def read_csv(path: Path) -> Table:
+    """A CSV / TSV file (``.txt``: whichever of tab and comma the first 4 kB hold more of) as a
+    :class:`Table`, numbers converted to float where they parse, empty cells ``None``."""
     suffix = path.suffix.lower()
     delimiter = "\t" if suffix == ".tsv" else ","
     with open(path, newline="", encoding="utf-8") as fh:
@@ -41,10 +151,20 @@ def read_csv(path: Path) -> list[dict]:
         fh.seek(0)
         if suffix == ".txt":
             delimiter = "\t" if sample.count("\t") > sample.count(",") else ","
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        if not reader.fieldnames:
+        reader = csv.reader(fh, delimiter=delimiter)
+        names = next(reader, None)
+        if not names:
             raise ValueError(f"{path}: empty file, expected a header row")
-        return [{k: _maybe_float(v) for k, v in row.items()} for row in reader]
+        columns = [_Column() for _ in names]
+        width = len(names)
+        for row in reader:
+            if not row:
+                continue  # a blank line, as csv.DictReader skips it
+            if len(row) < width:  # short rows: missing cells are empty, as csv.DictReader fills them
+                row = row + [""] * (width - len(row))
+            for col, v in zip(columns, row, strict=False):  # cells beyond the header are dropped
+                col.append(_maybe_float(v))
+    return Table(names, [c.done() for c in columns])
 
 
 def _maybe_float(v: Any) -> Any:
