@@ -174,6 +174,16 @@ def test_envelope_refuses_with_too_few_sizes_and_censors_switches_at_run_ends():
         envelope_frontier([1e8, 2e8], [1e18, 2e18], [3.0, 2.9], ["x", "x"])
 
 
+def test_envelope_with_one_run_per_size_gives_no_interval_and_says_so():
+    """Resampling runs within sizes cannot vary anything when each size has one run: the interval would
+    have zero width (a certainty the data do not give). The estimate stays; ok is False, the interval
+    NaN, and why says what to add."""
+    fit = fit_frontier(training_curves(SIZES, lengths=(10,)), approach=1, n_bootstrap=50)
+    assert not fit.ok and all(np.isnan(fit.a_interval)) and np.isfinite(fit.a)
+    assert fit.why.startswith("insufficient evidence for an interval: every model size has a single run")
+    assert fit_frontier(training_curves(SIZES, lengths=(3, 10)), approach=1, n_bootstrap=50).ok  # two runs a size
+
+
 # ---------------------------------------------------------------------------- approach 3 and the table API
 
 

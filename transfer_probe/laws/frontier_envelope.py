@@ -143,13 +143,22 @@ def envelope_frontier(n, compute, y, run, **options: Any) -> FrontierResult:
     if single:
         notes.append(f"size(s) {', '.join(single)} have a single run: the bootstrap cannot vary them")
     notes.append("b = 1 - a by construction (D_opt = C / (6 N_opt))")
+    if int(opts["n_bootstrap"]) >= 2 and all(g.size <= 1 for g in by_size):
+        # resampling runs within sizes returns the same runs every time: a zero-width interval would
+        # claim a certainty the data do not give
+        boot = [None] * len(boot)
     best = S.min(axis=0)
     win = np.where(np.isfinite(best), np.argmin(S, axis=0), 0)
     envelope = {"compute": np.exp(grid), "loss": best, "n": np.where(np.isfinite(best), sizes[win], np.nan)}
     envelope["d"] = envelope["compute"] / (6 * envelope["n"])
-    return _result(1, _line(xs, vs), boot, opts, points, excluded, notes, (math.exp(xs.min()), math.exp(xs.max())),
-                   {"estimator": opts["estimator"], "grid": int(opts["grid"]), "runs": int(names.size),
-                    "sizes": [float(s) for s in sizes]}, envelope)
+    res = _result(1, _line(xs, vs), boot, opts, points, excluded, notes, (math.exp(xs.min()), math.exp(xs.max())),
+                  {"estimator": opts["estimator"], "grid": int(opts["grid"]), "runs": int(names.size),
+                   "sizes": [float(s) for s in sizes]}, envelope)
+    if int(opts["n_bootstrap"]) >= 2 and all(g.size <= 1 for g in by_size):
+        res.ok, res.why = False, ("insufficient evidence for an interval: every model size has a single run, so "
+                                  "resampling runs within sizes cannot vary the envelope; give several runs per "
+                                  "size (a run column naming each run's curve), or use approach 2 or 3")
+    return res
 
 
 def _insufficient_envelope(estimator: str, sizes, points, excluded) -> str:
