@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py                       # 10^6 rows streamed, 10^5 rows both ways
     python benchmarks/bench_scale.py --rows 200000 --baseline-rows 0 --commands read,fit
+    python benchmarks/bench_scale.py --rows 0 --baseline-rows 0 --table-rows 1000000   # CSV tables
 
 The history: one run, 2 tasks x 2 fine-tuning sizes, 50 probe points per group (10^6 to 10^9 tokens,
 log-law BLEU, power-law CE) plus a no-pretraining baseline point, each repeated to reach the row count;
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 TASKS = ("en-fr", "en-de")
@@ -74,6 +75,20 @@ def _probe_line(rng: random.Random, task: str, df: int, i: int, repeat: int) -> 
     return json.dumps(rec) + "\n"
 
 
+def write_table(path: Path, rows: int, dense: bool, seed: int = 0) -> None:
+    """A CSV of ``rows`` rows (tokens, bleu, cross_entropy, pretrained): repeats of 50 points and a
+    baseline, or (``dense``) a dense curve with its own token count in every row."""
+    rng = random.Random(seed)
+    pts = [0.0] + [1e6 * 1000 ** (i / (POINTS - 1)) for i in range(POINTS)]
+    with open(path, "w") as fh:
+        fh.write("tokens,bleu,cross_entropy,pretrained\n")
+        for i in range(rows):
+            t = 1e6 * 1000 ** (i / rows) if dense else pts[i % len(pts)]
+            bleu = 3.0 if t == 0 else math.log(2e-3 * t ** 0.6) ** 1.6
+            ce = 3.0 if t == 0 else 1.2 + 40.0 / t ** 0.3
+            fh.write(f"{t!r},{bleu + rng.gauss(0, 0.4)!r},{ce + rng.gauss(0, 0.002)!r},{'false' if t == 0 else 'true'}\n")
+
+
 # --- the baseline: read every record into memory, then compute ------------------------------------
 
 
@@ -97,6 +112,22 @@ def old_path(command: str, path: Path, out: Path) -> None:
     from transfer_probe.report import render_report
     from transfer_probe.store.history import aggregate
 
+    if path.suffix == ".csv":  # a table as a list of row dicts (csv.DictReader), as read_csv gave it
+        import csv
+
+        with open(path, newline="") as fh:
+            rows = [{k: (float(v) if k != "pretrained" else v) for k, v in r.items()} for r in csv.DictReader(fh)]
+        if command == "fit":
+            laws.fit_rows(rows, x="tokens", y="bleu", law="log")
+        else:  # diagnose_rows as it was: a probe record per row, then the verdict on all of them
+            from transfer_probe.diagnose.api import _row_record
+
+            recs = [_row_record(i, r, "tokens", "bleu", "cross_entropy", "table") for i, r in enumerate(rows)]
+            try:
+                dg.diagnose([r for r in recs if r is not None], metric="bleu")
+            except ValueError:  # a dense curve: refused (the verdict reads <= 1000 points); its cost is the figure
+                pass
+        return
     rows = read_all(path)
     if command == "read":
         aggregate(rows)
@@ -117,8 +148,10 @@ def new_path(command: str, path: Path, out: Path) -> None:
         aggregate(read_points(path))
         return
     argv = [command, str(path)] + (["-o", str(out)] if command == "report" else [])
-    with redirect_stdout(io.StringIO()):
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         rc = cli.main(argv)
+    if rc and path.suffix == ".csv" and command == "diagnose":
+        return  # a dense curve: refused (one line, exit 2); what it cost is the figure
     if rc:
         raise SystemExit(f"transfer-probe {' '.join(argv)} exited {rc}")
 
@@ -171,6 +204,20 @@ def run(rows: int, ways: list[str], commands: list[str], tmp: Path) -> dict:
     return results
 
 
+def run_tables(rows: int, ways: list[str], tmp: Path) -> None:
+    """fit and diagnose on a CSV of ``rows`` rows, repeats of 51 points and a dense curve."""
+    for kind in ("repeats", "dense"):
+        path = tmp / f"table-{kind}-{rows}.csv"
+        write_table(path, rows, dense=kind == "dense")
+        print(f"\n{rows}-row CSV ({kind}): {path.stat().st_size / 1e6:.0f} MB", flush=True)
+        for command in ("fit", "diagnose"):
+            for way in ways:
+                r = measure(way, command, path, tmp / "unused.html")
+                print(f"  {command:8s} {way}: {r['seconds']:6.1f} s wall, {r['cpu']:6.1f} s CPU, "
+                      f"peak {r['peak_mb']:6.0f} MB", flush=True)
+        path.unlink()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000, help="rows for the streamed path (default 10^6)")
@@ -178,10 +225,15 @@ def main(argv: list[str] | None = None) -> None:
                     help="rows for the old-vs-new comparison (default 10^5; 0: skip)")
     ap.add_argument("--commands", default="read,fit,diagnose,report",
                     help="comma-separated, of read (read + aggregate only), fit, diagnose, report")
+    ap.add_argument("--table-rows", type=int, default=0,
+                    help="also a CSV table of this many rows (repeats and dense): fit and diagnose")
+    ap.add_argument("--table-ways", default="old,new", help="with --table-rows: old, new or old,new")
     args = ap.parse_args(argv)
     commands = args.commands.split(",")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as d:
+        if args.table_rows:
+            run_tables(args.table_rows, args.table_ways.split(","), Path(d))
         if args.baseline_rows:
             run(args.baseline_rows, ["old", "new"], commands, Path(d))
         if args.rows:
