@@ -35,8 +35,16 @@ def _select(rows: list[dict], task: str | None, finetune_size: int | None, run_i
     return out
 
 
+def _cells(rows, name: str):
+    """One column's cells: a CSV Table gives them without building its rows (a 10^6-row table)."""
+    from transfer_probe.store.tables import Table
+
+    return rows.values(name) if isinstance(rows, Table) else [r.get(name) for r in rows]
+
+
 def _run_ids(rows: list[dict]) -> list[str]:
-    return sorted({str(r["run_id"]) for r in rows if r.get("kind", "probe") == "probe" and r.get("run_id") is not None})
+    return sorted({str(run) for kind, run in zip(_cells(rows, "kind"), _cells(rows, "run_id"), strict=True)
+                   if (kind or "probe") == "probe" and run is not None})
 
 
 def _one_run(rows: list[dict], path: str) -> None:
@@ -55,8 +63,7 @@ def _metrics_of(rows: list[dict]) -> list[str]:
 def _check_x_values(rows: list[dict], x: str) -> None:
     """Every token value of a table must be a number >= 0; an empty cell is a missing value (skipped)."""
     for col in (c.strip() for c in x.split(",")):
-        for i, r in enumerate(rows):
-            v = r.get(col)
+        for i, v in enumerate(_cells(rows, col)):
             try:
                 t = float(v) if v is not None and not isinstance(v, bool) else math.nan
             except (TypeError, ValueError):

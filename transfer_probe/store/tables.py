@@ -9,6 +9,7 @@ import json
 import math
 from array import array
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,21 @@ class Table(Sequence):
 
     __hash__ = None  # compared by value, as the list it replaces
 
+    def values(self, name: str) -> list:
+        """One column's cells in row order, as the rows hold them (``None`` for an empty cell); a
+        column the table does not have gives ``None`` for every row, as ``row.get(name)`` would."""
+        col = self._columns.get(name)
+        if col is None:
+            return [None] * self._n
+        if isinstance(col, list):
+            return col
+        values, empty = col
+        out = values.tolist()
+        if empty is not None:
+            for i in (j for j, e in enumerate(empty) if e):
+                out[i] = None
+        return out
+
     def floats(self, name: str):
         """One column as a float array, NaN where a cell is empty or not a number (``KeyError`` for a
         name the table does not have)."""
@@ -94,6 +110,9 @@ class Table(Sequence):
         return f"Table({self._n} rows; columns: {', '.join(self.names)})"
 
 
+_NUMBER = object()  # a cell not (yet) known to be text
+
+
 class _Column:
     """One column while a file is read: floats straight into an ``array('d')`` (the usual case, no
     float object kept per cell), turned into a list at the first cell that is text."""
@@ -102,6 +121,7 @@ class _Column:
         self.values: array | list = array("d")
         self.empty: bytearray | None = None
         self.n = 0
+        self.text: dict = {}  # cells that are not numbers, and what they read as
 
     def append(self, v) -> None:
         if isinstance(self.values, array):
@@ -119,6 +139,29 @@ class _Column:
         else:
             self.values.append(v)
         self.n += 1
+
+    def extend(self, cells: Sequence[str]) -> None:
+        """A block of raw cells: one C-level ``float`` pass when every cell is a number (the usual
+        case: 2-3x faster than a cell at a time), else cell by cell."""
+        if isinstance(self.values, array):
+            try:
+                block = array("d", map(float, cells))
+            except ValueError:  # an empty cell or text somewhere in the block
+                block = None
+            if block is not None:
+                self.values.extend(block)
+                if self.empty is not None:
+                    self.empty.extend(bytes(len(block)))
+                self.n += len(block)
+                return
+        text = self.text
+        for v in cells:
+            c = text.get(v, _NUMBER)
+            if c is _NUMBER:
+                c = _maybe_float(v)
+                if not isinstance(c, float):  # text repeats ('true', 'en-fr'): convert each value once
+                    text[v] = c
+            self.append(c)
 
     def done(self) -> tuple | list:
         return (self.values, self.empty) if isinstance(self.values, array) else _compact(self.values)
@@ -157,13 +200,12 @@ def read_csv(path: Path) -> Table:
             raise ValueError(f"{path}: empty file, expected a header row")
         columns = [_Column() for _ in names]
         width = len(names)
-        for row in reader:
-            if not row:
-                continue  # a blank line, as csv.DictReader skips it
-            if len(row) < width:  # short rows: missing cells are empty, as csv.DictReader fills them
-                row = row + [""] * (width - len(row))
-            for col, v in zip(columns, row, strict=False):  # cells beyond the header are dropped
-                col.append(_maybe_float(v))
+        while block := list(islice(reader, 1 << 13)):  # ~2 MB of raw cells at a time
+            # blank lines are skipped and short rows padded with empty cells, as csv.DictReader does;
+            # cells beyond the header are dropped
+            rows = [r if len(r) == width else (r + [""] * (width - len(r)))[:width] for r in block if r]
+            for col, cells in zip(columns, zip(*rows, strict=True) if rows else (), strict=False):
+                col.extend(cells)
     return Table(names, [c.done() for c in columns])
 
 
