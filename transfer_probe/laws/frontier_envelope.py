@@ -139,9 +139,9 @@ def envelope_frontier(n, compute, y, run, **options: Any) -> FrontierResult:
     if opts["estimator"] == "grid":
         notes.append("estimator 'grid': a line through the staircase of best sizes; with few sizes it flattens "
                      "the slope (the 'switch' estimator does not)")
-    single = [f"{math.exp(logs[s]):.3g}" for s, g in enumerate(by_size) if g.size == 1]
-    if single:
-        notes.append(f"size(s) {', '.join(single)} have a single run: the bootstrap cannot vary them")
+    single = [math.exp(logs[s]) for s, g in enumerate(by_size) if g.size == 1]
+    if single and len(single) < len(by_size):  # every size single: not ok, and why says so
+        notes.append(f"{len(single)} size(s) have a single run ({_listed(single)}): the bootstrap cannot vary them")
     notes.append("b = 1 - a by construction (D_opt = C / (6 N_opt))")
     if int(opts["n_bootstrap"]) >= 2 and all(g.size <= 1 for g in by_size):
         # resampling runs within sizes returns the same runs every time: a zero-width interval would
@@ -165,5 +165,13 @@ def _insufficient_envelope(estimator: str, sizes, points, excluded) -> str:
     what = "size switches" if estimator == "switch" else "best sizes inside the range of sizes present"
     why = "; ".join(e["why"] for e in excluded)
     return (f"insufficient evidence for the envelope frontier: {len(points)} {what}, need >= 3 "
-            f"({sizes.size} model sizes: {', '.join(f'{s:.3g}' for s in sizes)}{'; ' + why if why else ''}). "
+            f"({sizes.size} model sizes: {_listed(sizes)}{'; ' + why if why else ''}). "
             f"Add runs of more model sizes whose curves overlap in compute")
+
+
+def _listed(sizes, most: int = 6) -> str:
+    """Model sizes for a message: all of a few, or the first and last of many with the count."""
+    text = [f"{s:.3g}" for s in sizes]
+    if len(text) <= most:
+        return ", ".join(text)
+    return f"{', '.join(text[:most // 2])}, ..., {', '.join(text[-(most // 2):])}; {len(text)} in all"
