@@ -232,3 +232,8 @@ def test_cli_compare_prints_the_ranking_and_json(tmp_path, capsys):
     assert data["groups"][0]["ranking"] == [["mix-b"], ["mix-a"]]
     assert main(["compare", paths[0], str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+    # --method picks the forecast: the mixture names its laws, the chosen law alone does not mix
+    assert main(["compare", *paths, "--budget", "1e10"]) == 0 and "(mix of the" in capsys.readouterr().out
+    assert main(["compare", *paths, "--budget", "1e10", "--method", "chosen"]) == 0
+    out = capsys.readouterr().out
+    assert "mix of" not in out and "law)" in out

@@ -40,7 +40,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         check_input_file(f)
     result = compare_histories(args.files, budget_tokens=args.budget, metric=args.metric,
                                confidence=args.confidence, interval=args.interval, task=args.task,
-                               finetune_size=args.finetune_size)
+                               finetune_size=args.finetune_size, method=args.method)
     print(json.dumps(result.to_dict(), indent=2) if args.json else result)
     return 0
 

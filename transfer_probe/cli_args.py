@@ -168,6 +168,10 @@ def _add_compare(sub) -> None:
     p.add_argument("--interval", type=_level_arg, default=0.9, help="prediction interval level (default: 0.9)")
     p.add_argument("--task", help="only this task")
     p.add_argument("--finetune-size", type=_count_arg, help="only this fine-tuning size D_f")
+    p.add_argument("--method", choices=("mixture", "chosen"), default="mixture",
+                   help="mixture (default): each run's candidate laws mixed, weighted by how well each predicted "
+                        "the run's own later probes; chosen: the verdict's law alone (narrower, overconfident on "
+                        "close pairs: benchmarks/README.md)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
