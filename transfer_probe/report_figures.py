@@ -197,7 +197,8 @@ def group_figure(spec: dict) -> str:
 
 
 def runs_figure(runs: Sequence[dict], budget: float, ylabel: str) -> str:
-    """Several runs of one (task, D_f): each run's points and its chosen law's curve (dashed beyond
+    """Several runs of one (task, D_f): each run's points and its forecast's curve (the laws' weighted
+    mean under ``compare_runs``' mixture, the verdict's law under ``method="chosen"``; dashed beyond
     its newest probe), a vertical line at the budget, each prediction with its interval there
     (spread a little sideways so the intervals do not hide each other).
 
