@@ -184,6 +184,21 @@ def test_envelope_with_one_run_per_size_gives_no_interval_and_says_so():
     assert fit_frontier(training_curves(SIZES, lengths=(3, 10)), approach=1, n_bootstrap=50).ok  # two runs a size
 
 
+def test_isoflop_takes_each_runs_final_row_from_a_table_of_checkpoints():
+    """Approach 2 compares runs that each ended at a budget: given checkpoints (a run column), it takes
+    each run's final row, the same fit as on the final rows alone; a table whose runs share no budget
+    is refused and says it took the final rows."""
+    n, c, y = isoflop_grid()
+    final = [{"run": f"r{i}", "N": a, "C": b, "loss": v} for i, (a, b, v) in enumerate(zip(n, c, y, strict=True))]
+    early = [{**r, "C": r["C"] * f, "loss": r["loss"] + 0.3 * (1 - f)} for r in final for f in (0.25, 0.5)]
+    ckpt = fit_frontier(early + final, 2, x="N", compute="C", n_bootstrap=50)
+    alone = fit_frontier(final, 2, x="N", compute="C", n_bootstrap=50)
+    assert ckpt.a == alone.a and ckpt.a_interval == alone.a_interval and abs(ckpt.a - TRUE_A) < 0.02
+    assert any("each run's final row (largest compute) taken" in note for note in ckpt.notes)
+    with pytest.raises(ValueError, match=r"IsoFLOP frontier: 0 usable .* each run's final row"):
+        fit_frontier(training_curves(SIZES), 2)
+
+
 # ---------------------------------------------------------------------------- approach 3 and the table API
 
 

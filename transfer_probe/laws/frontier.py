@@ -80,9 +80,9 @@ def fit_frontier(rows: Iterable[Mapping[str, Any]], approach: int | str, x: str 
         raise ValueError(f"give the token column in x (x=({n_col!r}, 'D')) or a FLOPs column in compute=")
     available = sorted({k for r in rows for k in r})
     names = [c for c in (n_col, d_col, y, compute) if c is not None]
-    if approach == 1:
+    if approach in (1, 2):
         run = run or next((c for c in _RUN_COLUMNS if c in available), None)
-    for c in names + ([run] if approach == 1 and run else []):
+    for c in names + ([run] if approach in (1, 2) and run else []):
         if c not in available:
             raise ValueError(f"column {c!r} not found; available columns: {', '.join(available)}")
     data = np.array([[_num(r.get(c)) for c in names] for r in rows], dtype=float)
@@ -94,18 +94,37 @@ def fit_frontier(rows: Iterable[Mapping[str, Any]], approach: int | str, x: str 
     c = col[compute] if compute is not None else 6.0 * n * col[d_col]
     d = col[d_col] if d_col is not None else c / (6.0 * n)
     note = [f"{int((~usable).sum())} row(s) without usable values in {', '.join(names)} were skipped"] if (~usable).any() else []
+    labels = np.array([str(r.get(run)) for r, u in zip(rows, usable, strict=True) if u], dtype=object) if run else None
     if approach == 2:
-        result = isoflop_frontier(n, c, col[y], **options)
+        if labels is not None and len(set(labels)) < len(labels):
+            last = _final_rows(labels, c)
+            note.append(f"{len(labels)} rows of {last.size} runs (column {run!r}): each run's final row (largest "
+                        "compute) taken; a checkpoint before the end of its schedule is not an IsoFLOP run")
+            n, c, col[y] = n[last], c[last], col[y][last]
+        try:
+            result = isoflop_frontier(n, c, col[y], **options)
+        except ValueError as err:
+            raise ValueError(f"{err} ({note[-1]})" if note else str(err)) from None
     elif approach == 1:
-        labels = np.array([str(r.get(run)) for r, u in zip(rows, usable, strict=True) if u], dtype=object) if run else n.astype(str)
+        labels = labels if labels is not None else n.astype(str)
         if not run:
             note.append("no run column: each model size taken as one curve (give run= when a size has several runs)")
         result = envelope_frontier(n, c, col[y], labels, **options)
     else:
         result = _law_from_runs(n, d, c, col[y], options)
     result.notes[:0] = note
-    result.settings.update({"x": [n_col, d_col], "y": y, "compute": compute or "6 N D", **({"run": run} if approach == 1 else {})})
+    result.settings.update({"x": [n_col, d_col], "y": y, "compute": compute or "6 N D",
+                            **({"run": run} if approach in (1, 2) and run else {})})
     return result
+
+
+def _final_rows(labels: np.ndarray, compute: np.ndarray) -> np.ndarray:
+    """Index of each run's row with the largest compute, in the runs' first-seen order."""
+    best: dict = {}
+    for i, (label, ci) in enumerate(zip(labels, compute, strict=True)):
+        if label not in best or ci > compute[best[label]]:
+            best[label] = i
+    return np.array(list(best.values()), dtype=int)
 
 
 
