@@ -45,10 +45,10 @@ import numpy as np
 from transfer_probe.laws.frontier_envelope import envelope_frontier
 from transfer_probe.laws.frontier_isoflop import isoflop_frontier
 from transfer_probe.laws.frontier_law import _law_from_runs, law_frontier
-from transfer_probe.laws.frontier_result import PAPER, FrontierResult, Placement
+from transfer_probe.laws.frontier_result import PAPER, FrontierResult, Placement, run_size_and_tokens
 from transfer_probe.laws.rows import _is_history, _num
 
-__all__ = ["FrontierResult", "Placement", "fit_frontier", "isoflop_frontier", "envelope_frontier", "law_frontier",
+__all__ = ["FrontierResult", "Placement", "run_size_and_tokens", "fit_frontier", "isoflop_frontier", "envelope_frontier", "law_frontier",
            "PAPER"]
 
 _RUN_COLUMNS = ("run", "run_id", "name")
