@@ -11,6 +11,7 @@ from transfer_probe.diagnose.rules import Diagnosis
 from transfer_probe.diagnose.verdict import DEFAULT_THRESHOLDS, MissingColumnError, Thresholds, Verdict
 from transfer_probe.store.history import group_key, probe_records
 from transfer_probe.store.records import Aggregator, group_records
+from transfer_probe.store.tables import Table
 
 # The most probe points one verdict reads: the sequential test replays every look, O(points^2)
 # (measured: 0.3 s of rules at 100 points, 4 s at 300, 28 s at 1000, without recorded errors).
@@ -122,8 +123,8 @@ def diagnose_rows(
     """
     if not isinstance(rows, Sequence):
         rows = list(rows)
-    names = getattr(rows, "names", None)  # a CSV Table knows its columns without building its rows
-    cols = list(names) if names is not None else list(dict.fromkeys(k for r in rows if isinstance(r, Mapping) for k in r))
+    # a CSV Table knows its columns without building its rows
+    cols = list(rows.names) if isinstance(rows, Table) else list(dict.fromkeys(k for r in rows if isinstance(r, Mapping) for k in r))
     if not len(rows) or not cols:
         raise ValueError("diagnose_rows: the table has no rows")
     for flag, name in (("--x", x), ("--y", y)):

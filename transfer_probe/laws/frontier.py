@@ -96,15 +96,7 @@ def fit_frontier(rows: Iterable[Mapping[str, Any]], approach: int | str, x: str 
     note = [f"{int((~usable).sum())} row(s) without usable values in {', '.join(names)} were skipped"] if (~usable).any() else []
     labels = np.array([str(r.get(run)) for r, u in zip(rows, usable, strict=True) if u], dtype=object) if run else None
     if approach == 2:
-        if labels is not None and len(set(labels)) < len(labels):
-            last = _final_rows(labels, c)
-            note.append(f"{len(labels)} rows of {last.size} runs (column {run!r}): each run's final row (largest "
-                        "compute) taken; a checkpoint before the end of its schedule is not an IsoFLOP run")
-            n, c, col[y] = n[last], c[last], col[y][last]
-        try:
-            result = isoflop_frontier(n, c, col[y], **options)
-        except ValueError as err:
-            raise ValueError(f"{err} ({note[-1]})" if note else str(err)) from None
+        result = _isoflop_of_runs(n, c, col[y], labels, run, options)
     elif approach == 1:
         labels = labels if labels is not None else n.astype(str)
         if not run:
@@ -115,6 +107,22 @@ def fit_frontier(rows: Iterable[Mapping[str, Any]], approach: int | str, x: str 
     result.notes[:0] = note
     result.settings.update({"x": [n_col, d_col], "y": y, "compute": compute or "6 N D",
                             **({"run": run} if approach in (1, 2) and run else {})})
+    return result
+
+
+def _isoflop_of_runs(n, c, y, labels, run: str | None, options: dict) -> FrontierResult:
+    """Approach 2 on each run's final row: a checkpoint before the end of its schedule is not an
+    IsoFLOP run. The reduction is noted, and named in a refusal."""
+    if labels is None or len(set(labels)) == len(labels):
+        return isoflop_frontier(n, c, y, **options)
+    last = _final_rows(labels, c)
+    note = (f"{len(labels)} rows of {last.size} runs (column {run!r}): each run's final row (largest compute) taken; "
+            "a checkpoint before the end of its schedule is not an IsoFLOP run")
+    try:
+        result = isoflop_frontier(n[last], c[last], y[last], **options)
+    except ValueError as err:
+        raise ValueError(f"{err} ({note})") from None
+    result.notes.insert(0, note)
     return result
 
 

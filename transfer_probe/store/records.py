@@ -16,13 +16,15 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from transfer_probe.store.tables import Table
+
 __all__ = ["examples", "finetune_examples", "is_history", "probe_records", "group_key", "group_records", "check_record", "MERGED",
            "Aggregator", "aggregate"]
 
 
 def is_history(rows: Iterable[Mapping[str, Any]]) -> bool:
     """Whether rows are history records (a ``metrics`` object per probe) rather than a plain table."""
-    if getattr(rows, "names", None) is not None and hasattr(rows, "floats"):  # a CSV Table: cells are never objects
+    if isinstance(rows, Table):  # a CSV: its cells are never objects (and its rows need not be built)
         return False
     return any(isinstance(r.get("metrics"), Mapping) for r in rows)
 

@@ -131,9 +131,9 @@ class _Column:
                 if self.empty is None:
                     self.empty = bytearray(self.n)
                 self.values.append(math.nan)
-            else:
-                self.values = [_cell((self.values, self.empty), i) for i in range(self.n)]
-                self.values.append(v)
+            else:  # the first text cell: the column becomes a list (empty cells None), with no mask
+                self.values = [_cell((self.values, self.empty), i) for i in range(self.n)] + [v]
+                self.empty = None
             if self.empty is not None:
                 self.empty.append(v is None)
         else:
